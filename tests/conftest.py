@@ -1,0 +1,31 @@
+"""Shared test configuration: headless plotting, quiet TensorFlow, the real-data fixture."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The real development set named by CXR_REAL_DIR; skips the test when it is absent."""
+    value = os.environ.get("CXR_REAL_DIR")
+    if not value:
+        pytest.skip("CXR_REAL_DIR is not set (the real development set is not on this machine)")
+    path = Path(value)
+    if not (path / "Lung Segmentation").is_dir():
+        pytest.skip(f"CXR_REAL_DIR={path} has no 'Lung Segmentation' folder")
+    return path

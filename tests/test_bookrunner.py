@@ -1,0 +1,126 @@
+"""Tests for cxrlib.bookrunner: parameter cells, profiles, failing notebooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from cxrlib import bookrunner
+from cxrlib.bookrunner import BookBuildError
+
+
+def _notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
+    notebook = new_notebook()
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    notebook.metadata["language_info"] = {"name": "python"}
+    for source, tags in cells:
+        notebook.cells.append(new_code_cell(source, metadata={"tags": tags}))
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_notebook_parameters_reads_literals(tmp_path):
+    path = _notebook(
+        tmp_path / "a.ipynb",
+        [
+            ("import os", []),
+            ("size = 128\nname = 'unet'\ndata_dir = None  # comment", ["parameters"]),
+        ],
+    )
+    assert bookrunner.notebook_parameters(path) == {"size": 128, "name": "unet", "data_dir": None}
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        ([("x = 1", [])], "exactly one 'parameters' cell, found 0"),
+        ([("x = 1", ["parameters"]), ("y = 2", ["parameters"])], "found 2"),
+        ([("x = compute()", ["parameters"])], "not a literal"),
+        ([("print(1)", ["parameters"])], "not `name = value`"),
+    ],
+)
+def test_notebook_parameters_rejects_bad_cells(tmp_path, cells, message):
+    path = _notebook(tmp_path / "bad.ipynb", cells)
+    with pytest.raises(BookBuildError, match=message) as info:
+        bookrunner.notebook_parameters(path)
+    assert "bad.ipynb" in str(info.value)
+
+
+def _fake_project(tmp_path: Path, profile_text: str) -> Path:
+    root = tmp_path / "project"
+    (root / "book" / "params").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    (root / "_config.yml").write_text("title: t\n")
+    (root / "book" / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (root / "book" / "params" / "smoke.yml").write_text(profile_text)
+    _notebook(
+        root / "notebooks" / "01_data_exploration.ipynb",
+        [("data_dir = None\nimage_size = 64", ["parameters"])],
+    )
+    return root
+
+
+def test_profile_keys_must_exist_in_parameters_cell(tmp_path):
+    root = _fake_project(tmp_path, "notebooks:\n  01_data_exploration: {image_sise: 32}\n")
+    profile = bookrunner.load_profile(root, "smoke")
+    plan = bookrunner._plan_for(root, None)
+    with pytest.raises(BookBuildError, match="image_sise") as info:
+        bookrunner.validate_profile(root, profile, plan)
+    assert "01_data_exploration" in str(info.value)
+
+
+def test_valid_profile_passes_and_unknown_profile_is_named(tmp_path):
+    root = _fake_project(tmp_path, "notebooks:\n  01_data_exploration: {image_size: 32}\n")
+    profile = bookrunner.load_profile(root, "smoke")
+    bookrunner.validate_profile(root, profile, bookrunner._plan_for(root, None))
+    with pytest.raises(BookBuildError, match="unknown profile 'huge'.*smoke"):
+        bookrunner.load_profile(root, "huge")
+
+
+def test_find_project_root(tmp_path, repo_root):
+    assert bookrunner.find_project_root(repo_root / "cxrlib") == repo_root
+    with pytest.raises(BookBuildError, match="no cxr-book repository"):
+        bookrunner.find_project_root(tmp_path)
+
+
+def test_failing_notebook_names_notebook_and_cell(tmp_path):
+    source = _notebook(
+        tmp_path / "02_broken.ipynb",
+        [
+            ("value = 1", ["parameters"]),
+            ("total = value + 1", []),
+            ("raise RuntimeError('the data folder is empty')", []),
+            ("never = True", []),
+        ],
+    )
+    output = tmp_path / "out" / "02_broken.ipynb"
+    with pytest.raises(BookBuildError) as info:
+        bookrunner.execute_notebook(
+            source, output, {"value": 2}, cwd=tmp_path / "run", progress=False
+        )
+    message = str(info.value)
+    assert "02_broken.ipynb" in message
+    assert "cell 4" in message  # exec count: papermill injects a parameters cell first
+    assert "RuntimeError: the data folder is empty" in message
+    assert output.exists()
+
+
+def test_executes_with_parameters(tmp_path):
+    source = _notebook(
+        tmp_path / "ok.ipynb",
+        [("value = 1", ["parameters"]), ("print(value * 10)", [])],
+    )
+    output = tmp_path / "ok-out.ipynb"
+    seconds = bookrunner.execute_notebook(
+        source, output, {"value": 4}, cwd=tmp_path, progress=False
+    )
+    executed = nbformat.read(output, as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "40" in text and seconds > 0

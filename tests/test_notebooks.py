@@ -1,0 +1,121 @@
+"""Notebook tests: clean sources, valid profiles, and the smoke book executed end to end.
+
+The smoke book is executed once per session with papermill (``cxrlib.bookrunner``), built
+with Jupyter Book, and each executed chapter is re-run by nbval, which compares the cells
+marked ``# NBVAL_CHECK_OUTPUT``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cxrlib import bookrunner
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+PROFILES = sorted(p.stem for p in (REPO_ROOT / "book" / "params").glob("*.yml"))
+
+
+def test_there_are_notebooks():
+    assert SOURCES, "no source notebooks in notebooks/"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
+def test_source_notebook_is_stored_clean(path):
+    notebook = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs, f"{path.name} cell {index} is stored with outputs"
+            assert cell.execution_count is None, f"{path.name} cell {index} has an exec count"
+    assert bookrunner.notebook_parameters(path), f"{path.name} has an empty parameters cell"
+    assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
+    assert notebook.metadata.get("language_info", {}).get("name") == "python"
+    first = notebook.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    headings = [c.source for c in notebook.cells if c.cell_type == "markdown"]
+    text = "\n".join(headings)
+    for section in ("## Overview", "## Prerequisites", "## Summary", "## What's next"):
+        assert section in text, f"{path.name} lacks the section {section!r}"
+
+
+def test_no_pip_install_or_hidden_downloads_in_notebooks():
+    for path in SOURCES:
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert "pip install" not in cell.source, path.name
+                assert "urlretrieve" not in cell.source, path.name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_key_is_a_notebook_parameter(profile):
+    settings = bookrunner.load_profile(REPO_ROOT, profile)
+    plan = bookrunner._plan_for(REPO_ROOT, None)
+    bookrunner.validate_profile(REPO_ROOT, settings, plan)
+
+
+def test_toc_lists_every_planned_chapter():
+    import yaml
+
+    toc = yaml.safe_load((REPO_ROOT / "book" / "_toc.yml").read_text())
+    files = {c["file"] for part in toc["parts"] for c in part["chapters"]}
+    for run in bookrunner._plan_for(REPO_ROOT, None):
+        assert f"chapters/{run.output}" in files, f"{run.output} is executed but not in the toc"
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """Execute and build the smoke book once: returns (book folder, html folder)."""
+    base = tmp_path_factory.mktemp("smoke")
+    html = bookrunner.build_book(
+        profile="smoke",
+        out_dir=base / "book",
+        runs_dir=base / "runs",
+        progress=False,
+        root=REPO_ROOT,
+    )
+    return base / "book", html
+
+
+def _executed(book_dir: Path) -> list[Path]:
+    return sorted((book_dir / "chapters").glob("*.ipynb"))
+
+
+def test_smoke_book_executes_every_chapter(smoke_book):
+    book_dir, _ = smoke_book
+    executed = {p.stem for p in _executed(book_dir)}
+    planned = {run.output for run in bookrunner._plan_for(REPO_ROOT, None)}
+    assert executed == planned
+    for path in _executed(book_dir):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            for output in cell.get("outputs", []):
+                assert output.get("output_type") != "error", f"{path.name}: {output}"
+
+
+def test_smoke_book_html_has_figures_and_no_tracebacks(smoke_book):
+    book_dir, html = smoke_book
+    for path in _executed(book_dir):
+        page = html / "chapters" / f"{path.stem}.html"
+        assert page.is_file(), f"no HTML page for {path.stem}"
+        text = page.read_text()
+        assert "<img" in text, f"{page.name} shows no figure"
+        assert "Traceback" not in text, f"{page.name} shows a traceback"
+    assert (html / "reproducibility.html").is_file()
+
+
+def test_smoke_book_deterministic_cells_with_nbval(smoke_book):
+    book_dir, _ = smoke_book
+    sanitize = REPO_ROOT / "tests" / "nbval_sanitize.cfg"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
+    command += ["--nbval-sanitize-with", str(sanitize), *map(str, _executed(book_dir))]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    result = subprocess.run(command, capture_output=True, text=True, cwd=book_dir, env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout
