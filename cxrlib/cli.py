@@ -54,7 +54,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(
-            f"wrote {summary['images']} phantoms ({summary['masks']} masks, layout "
+            f"wrote {summary['n_images']} phantoms ({summary['n_masks']} mask files, layout "
             f"{args.layout}, {args.size}x{args.size}) to {args.out} in {elapsed:.1f} s"
         )
     return 0

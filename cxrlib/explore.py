@@ -264,3 +264,18 @@ def pick_examples(
                 chosen.append(int(queue.pop(0)))
     order = sorted(chosen, key=lambda p: (str(keys[p][0]), str(keys[p][1])))
     return np.array(order, dtype=int)
+
+
+def describe_difference(comparison: dict[str, float], *, alpha: float = 0.05) -> str:
+    """Put the outcome of :func:`compare_sites` in words for the book's prose.
+
+    Returns
+    -------
+    str
+        ``"smaller than"`` or ``"larger than"`` when the two-sided test rejects equality
+        at level ``alpha``, otherwise ``"not clearly different from"``.
+    """
+    p_value = comparison.get("p_value", float("nan"))
+    if not np.isfinite(p_value) or p_value >= alpha:
+        return "not clearly different from"
+    return "smaller than" if comparison["ratio"] < 1 else "larger than"

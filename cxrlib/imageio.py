@@ -54,6 +54,10 @@ class ImageReadError(ValueError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):
+        # Rebuild from (path, reason) so the error survives a trip through a process pool.
+        return (type(self), (str(self.path), self.reason))
+
 
 def is_image_file(path: PathLike) -> bool:
     """Return True when ``path`` has a raster-image or DICOM suffix."""

@@ -68,7 +68,11 @@ def resolve_data_dir(
             manifest = json.loads(manifest_path.read_text())
         except json.JSONDecodeError:
             manifest = {}
-        if (manifest.get("seed"), manifest.get("size"), manifest.get("images")) == (seed, size, n):
+        if (manifest.get("seed"), manifest.get("size"), manifest.get("n_images")) == (
+            seed,
+            size,
+            n,
+        ):
             return target
     write_dataset(target, n=n, size=size, seed=seed, overwrite=True, progress=progress)
     return target

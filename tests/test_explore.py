@@ -135,3 +135,16 @@ def test_plots_return_figures():
     assert len(figures[0].axes) == 6  # 2 rows x 3 columns, unused axes switched off
     with pytest.raises(ValueError, match="at least one"):
         plots.example_grid(images[:0], None, [])
+
+
+@pytest.mark.parametrize(
+    ("comparison", "words"),
+    [
+        ({"ratio": 0.8, "p_value": 0.001}, "smaller than"),
+        ({"ratio": 1.2, "p_value": 0.01}, "larger than"),
+        ({"ratio": 0.8, "p_value": 0.3}, "not clearly different from"),
+        ({"ratio": float("nan"), "p_value": float("nan")}, "not clearly different from"),
+    ],
+)
+def test_describe_difference(comparison, words):
+    assert explore.describe_difference(comparison) == words

@@ -195,3 +195,13 @@ def test_write_png_rejects_bad_input(tmp_path):
         write_png(tmp_path / "a.png", np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match="bits"):
         write_png(tmp_path / "a.png", np.zeros((2, 2)), bits=12)
+
+
+def test_image_read_error_survives_pickling():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ImageReadError("/data/x.png", "not a readable image")))
+    assert isinstance(error, ImageReadError)
+    assert (
+        error.reason == "not a readable image" and str(error) == "/data/x.png: not a readable image"
+    )

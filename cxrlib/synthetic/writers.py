@@ -1,0 +1,733 @@
+"""Write phantom datasets to disk in the layouts of the real downloads.
+
+:func:`write_dataset` writes ``n`` phantoms in one of four layouts:
+
+``compilation``
+    ``Lung Segmentation/CXR_png/`` (both sites), ``Lung Segmentation/masks/``
+    (Montgomery masks carry the image name, Shenzhen masks ``<stem>_mask.png``)
+    and ``Lung Segmentation/test/`` (copies of the Shenzhen images without mask),
+    with the clinical readings in ``Lung Segmentation/ClinicalReadings/<stem>.txt``.
+``montgomery``
+    ``MontgomerySet/CXR_png/``, ``MontgomerySet/ManualMask/leftMask/`` and
+    ``rightMask/`` (the lungs split at the patient midline; the patient's left
+    lung is on the image's right), ``MontgomerySet/ClinicalReadings/<stem>.txt``.
+``shenzhen``
+    ``ChinaSet_AllFiles/CXR_png/``, ``ChinaSet_AllFiles/ClinicalReadings/`` and the
+    separately published masks in ``shcxr-lung-mask/mask/<stem>_mask.png``.
+``plain``
+    ``images/`` and ``masks/`` with the same file names.
+
+File names follow the real sets: ``MCUCXR_####_y.png`` / ``CHNCXR_####_y.png``
+(``y`` the label, ``####`` a counter per site). With ``quirks=True`` the folder
+also carries the clutter of the real zips (``Thumbs.db``, ``.DS_Store``,
+``__MACOSX/._*``) and about 10% of the Shenzhen images have no mask.
+
+Every phantom draws from its own random stream, derived from ``(seed, index)``
+with :class:`numpy.random.SeedSequence`, so the same seed gives byte-identical
+files whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import numbers
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..imageio import atomic_write_bytes, write_mask_png, write_png
+from .phantom import MIN_SIZE, Phantom, make_phantom
+from .sites import SITE_PROFILES
+
+__all__ = [
+    "LAYOUTS",
+    "MANIFEST_NAME",
+    "SynthManifest",
+    "write_dataset",
+    "generate_arrays",
+    "phantom_seed",
+    "dicom_bytes",
+]
+
+#: Folder layouts written by :func:`write_dataset`.
+LAYOUTS: tuple[str, ...] = ("compilation", "montgomery", "shenzhen", "plain")
+#: Name of the manifest written at the root of a phantom folder.
+MANIFEST_NAME = "phantoms.json"
+#: Fraction of Shenzhen images left without a mask when ``quirks=True``.
+MISSING_MASK_FRACTION = 0.1
+_GENERATOR = "cxrlib.synthetic"
+_PLAN_KEY = 0x706C616E  # "plan": the plan's stream, apart from the phantoms' (0, 1, 2, ...)
+_DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+
+
+@dataclass
+class SynthManifest:
+    """What :func:`write_dataset` wrote (also saved as ``phantoms.json``).
+
+    Attributes
+    ----------
+    out_dir
+        The dataset folder.
+    layout
+        One of :data:`LAYOUTS`.
+    n_images, n_masks
+        Number of radiographs and of mask files written (a Montgomery layout
+        writes two mask files per image, left and right).
+    images_without_mask
+        Stems of the images that have no mask.
+    by_site
+        ``{site: {"normal": n, "tb": n}}``.
+    seed, size
+        Generation parameters.
+    dicom, quirks, native_aspect
+        Whether images are DICOM, whether clutter/missing masks were added, and
+        whether Montgomery films keep their portrait/landscape frame.
+    files
+        Every file written, relative to ``out_dir`` (sorted, POSIX separators).
+    """
+
+    out_dir: str
+    layout: str
+    n_images: int
+    n_masks: int
+    images_without_mask: list[str]
+    by_site: dict[str, dict[str, int]]
+    seed: int
+    size: int
+    dicom: bool = False
+    quirks: bool = True
+    native_aspect: bool = False
+    files: list[str] = field(default_factory=list)
+    generator: str = _GENERATOR
+
+    def to_dict(self) -> dict:
+        """Return a JSON-serialisable dictionary."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SynthManifest:
+        """Build a manifest from :meth:`to_dict` output."""
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SynthManifest:
+        """Read a ``phantoms.json`` file (or the one inside a folder)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / MANIFEST_NAME
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable phantom manifest ({error})") from error
+        if not isinstance(data, dict) or data.get("generator") != _GENERATOR:
+            raise ValueError(f"{path}: not a phantom manifest written by {_GENERATOR}")
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One planned phantom."""
+
+    index: int
+    site: str
+    label: int
+    stem: str
+    has_mask: bool
+
+
+def phantom_seed(seed: int, index: int) -> np.random.SeedSequence:
+    """The random stream of phantom ``index`` of a dataset drawn with ``seed``."""
+    return np.random.SeedSequence(seed, spawn_key=(index,))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_fraction(name: str, value: object) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not 0.0 <= float(value) <= 1.0 or math.isnan(float(value)):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_jobs(n_jobs: object) -> int:
+    if n_jobs is None:
+        return max(1, os.cpu_count() or 1)
+    return _check_int("n_jobs", n_jobs, 1)
+
+
+def _check_site(site: object) -> str | None:
+    if site is None or site in SITE_PROFILES:
+        return site  # type: ignore[return-value]
+    raise ValueError(f"site must be None or one of {', '.join(SITE_PROFILES)}; got {site!r}")
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _split(rng: np.random.Generator, count: int, fraction: float, both: bool) -> np.ndarray:
+    """Boolean array with ``round(count * fraction)`` True values, shuffled."""
+    k = round(count * fraction)
+    if both and count >= 2 and 0.0 < fraction < 1.0:
+        k = min(max(k, 1), count - 1)
+    flags = np.zeros(count, bool)
+    flags[:k] = True
+    return rng.permutation(flags)
+
+
+def _plan(
+    n: int,
+    seed: int,
+    sites: Sequence[str],
+    site_fraction: float,
+    tb_fraction: float,
+    missing_masks: bool,
+) -> list[_Item]:
+    """Decide site, label, name and mask presence of every phantom."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN_KEY,)))
+    if len(sites) == 1:
+        site_of = np.array([sites[0]] * n)
+    else:
+        site_of = np.where(_split(rng, n, site_fraction, True), "montgomery", "shenzhen")
+    labels = np.zeros(n, int)
+    missing = np.zeros(n, bool)
+    for site in ("montgomery", "shenzhen"):
+        where = np.flatnonzero(site_of == site)
+        labels[where] = _split(rng, where.size, tb_fraction, True).astype(int)
+        if site == "shenzhen" and missing_masks and where.size:
+            k = round(where.size * MISSING_MASK_FRACTION)
+            if k == 0 and where.size >= 4:
+                k = 1
+            missing[rng.choice(where, size=k, replace=False)] = True
+    counters = {"montgomery": 0, "shenzhen": 0}
+    items = []
+    width = max(4, len(str(n)))
+    for index in range(n):
+        site = str(site_of[index])
+        counters[site] += 1
+        stem = f"{SITE_PROFILES[site].prefix}_{counters[site]:0{width}d}_{labels[index]}"
+        items.append(_Item(index, site, int(labels[index]), stem, not bool(missing[index])))
+    return items
+
+
+def _layout_sites(layout: str) -> tuple[str, ...]:
+    return {"montgomery": ("montgomery",), "shenzhen": ("shenzhen",)}.get(
+        layout, ("montgomery", "shenzhen")
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _paths(layout: str, item: _Item, suffix: str) -> dict[str, list[str]]:
+    """Relative paths of an item's files: image, masks, extra copies, reading."""
+    stem = item.stem
+    image = f"{stem}{suffix}"
+    out: dict[str, list[str]] = {"image": [], "mask": [], "left": [], "right": [], "copy": []}
+    out["reading"] = []
+    if layout == "compilation":
+        out["image"] = [f"Lung Segmentation/CXR_png/{image}"]
+        out["reading"] = [f"Lung Segmentation/ClinicalReadings/{stem}.txt"]
+        if item.has_mask:
+            name = f"{stem}.png" if item.site == "montgomery" else f"{stem}_mask.png"
+            out["mask"] = [f"Lung Segmentation/masks/{name}"]
+        else:
+            out["copy"] = [f"Lung Segmentation/test/{image}"]
+    elif layout == "montgomery":
+        out["image"] = [f"MontgomerySet/CXR_png/{image}"]
+        out["left"] = [f"MontgomerySet/ManualMask/leftMask/{stem}.png"]
+        out["right"] = [f"MontgomerySet/ManualMask/rightMask/{stem}.png"]
+        out["reading"] = [f"MontgomerySet/ClinicalReadings/{stem}.txt"]
+    elif layout == "shenzhen":
+        out["image"] = [f"ChinaSet_AllFiles/CXR_png/{image}"]
+        out["reading"] = [f"ChinaSet_AllFiles/ClinicalReadings/{stem}.txt"]
+        if item.has_mask:
+            out["mask"] = [f"shcxr-lung-mask/mask/{stem}_mask.png"]
+    else:
+        out["image"] = [f"images/{image}"]
+        if item.has_mask:
+            out["mask"] = [f"masks/{stem}.png"]
+    return out
+
+
+def dicom_bytes(
+    image: np.ndarray,
+    *,
+    patient_id: str,
+    sex: str = "O",
+    age: int | None = None,
+    seed: int = 0,
+    monochrome1: bool = False,
+    bits_stored: int = 12,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+) -> bytes:
+    """Encode a radiograph as a DICOM file (explicit VR little endian).
+
+    Parameters
+    ----------
+    image
+        ``float (H, W)`` in ``[0, 1]``.
+    patient_id
+        Patient ID and name; UIDs are derived from it and ``seed`` (deterministic).
+    sex, age
+        Patient's sex (``"F"``/``"M"``/``"O"``) and age in years.
+    monochrome1
+        Store inverted values with ``PhotometricInterpretation = MONOCHROME1``.
+    bits_stored
+        Stored bit depth (8 to 16) in 16-bit words.
+    slope, intercept
+        Rescale slope and intercept; a window centre/width covering the full
+        rescaled range is written too.
+
+    Returns
+    -------
+    bytes
+        The file content; :func:`cxrlib.imageio.read_image` gives back ``image``
+        (to within the stored precision) when it spans ``[0, 1]``.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    if not 8 <= bits_stored <= 16:
+        raise ValueError(f"bits_stored must be in [8, 16], got {bits_stored}")
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim != 2:
+        raise ValueError(f"image must be 2-D, got shape {array.shape}")
+    top = 2**bits_stored - 1
+    stored = np.rint(np.clip(array, 0.0, 1.0) * top).astype(np.uint16)
+    if monochrome1:
+        stored = (top - stored).astype(np.uint16)
+
+    def uid(kind: str) -> str:
+        return generate_uid(entropy_srcs=[_GENERATOR, str(seed), patient_id, kind])
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _DX_STORAGE
+    meta.MediaStorageSOPInstanceUID = uid("instance")
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.preamble = b"\0" * 128
+    ds.SOPClassUID = _DX_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series")
+    ds.Modality = "DX"
+    ds.StudyDate = "20000101"
+    ds.PatientName = f"Phantom^{patient_id}"
+    ds.PatientID = patient_id
+    ds.PatientSex = sex if sex in ("F", "M") else "O"
+    if age is not None:
+        ds.PatientAge = f"{int(age):03d}Y"
+    ds.ViewPosition = "PA"
+    ds.BodyPartExamined = "CHEST"
+    ds.ImageComments = "synthetic phantom (cxrlib.synthetic)"
+    ds.Rows, ds.Columns = (int(s) for s in array.shape)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = f"{slope:g}"
+    ds.RescaleIntercept = f"{intercept:g}"
+    ds.RescaleType = "US"
+    lo, hi = intercept, top * slope + intercept
+    # Linear window mapping [lo, hi] onto the full output range (DICOM PS3.3 C.11.2.1.2).
+    ds.WindowCenter = f"{(lo + hi) / 2 + 0.5:g}"
+    ds.WindowWidth = f"{hi - lo + 1:g}"
+    ds.PixelData = stored.astype("<u2").tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _dicom_for(phantom: Phantom, stem: str, seed: int, index: int) -> bytes:
+    """DICOM with per-image variety: MONOCHROME1 for some, various rescale values."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 1)))
+    slope, intercept = [(1.0, 0.0), (1.0, -1024.0), (0.5, 0.0), (2.0, -100.0)][rng.integers(4)]
+    return dicom_bytes(
+        phantom.image,
+        patient_id=stem,
+        sex=phantom.sex,
+        age=phantom.age,
+        seed=seed,
+        monochrome1=bool(rng.random() < 0.3),
+        bits_stored=int(rng.choice([12, 12, 14, 16])),
+        slope=slope,
+        intercept=intercept,
+    )
+
+
+def _write_item(
+    root: Path,
+    layout: str,
+    item: _Item,
+    size: int,
+    seed: int,
+    dicom: bool,
+    native_aspect: bool,
+) -> dict:
+    """Draw one phantom and write its files; return its record."""
+    aspect = None
+    if native_aspect and item.site == "montgomery":
+        aspect = 4892 / 4020
+    phantom = make_phantom(
+        phantom_seed(seed, item.index), site=item.site, label=item.label, size=size, aspect=aspect
+    )
+    paths = _paths(layout, item, ".dcm" if dicom else ".png")
+    if dicom:
+        data = _dicom_for(phantom, item.stem, seed, item.index)
+        for rel in paths["image"] + paths["copy"]:
+            atomic_write_bytes(root / rel, data)
+    else:
+        for rel in paths["image"] + paths["copy"]:
+            write_png(root / rel, phantom.image, bits=8)
+    for rel in paths["mask"]:
+        write_mask_png(root / rel, phantom.mask)
+    for rel in paths["left"]:
+        write_mask_png(root / rel, phantom.left_mask)
+    for rel in paths["right"]:
+        write_mask_png(root / rel, phantom.right_mask)
+    for rel in paths["reading"]:
+        atomic_write_bytes(root / rel, phantom.reading.encode("utf-8"))
+    files = [rel for rels in paths.values() for rel in rels]
+    n_masks = len(paths["mask"]) + len(paths["left"]) + len(paths["right"])
+    return {"index": item.index, "files": files, "n_masks": n_masks}
+
+
+def _write_chunk(args: tuple) -> list[dict]:
+    root, layout, items, size, seed, dicom, native_aspect = args
+    return [_write_item(Path(root), layout, it, size, seed, dicom, native_aspect) for it in items]
+
+
+def _chunks(items: list, n_jobs: int) -> Iterator[list]:
+    step = max(1, min(16, len(items) // (n_jobs * 4) or 1))
+    for start in range(0, len(items), step):
+        yield items[start : start + step]
+
+
+def _run(tasks: list[tuple], worker, n_jobs: int, total: int, progress: bool, desc: str) -> list:
+    """Run ``worker`` over ``tasks`` (inline or in a process pool) with a progress bar."""
+    from tqdm.auto import tqdm
+
+    results: list = []
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        if n_jobs == 1 or len(tasks) == 1:
+            for task in tasks:
+                out = worker(task)
+                results.extend(out)
+                bar.update(len(out))
+        else:
+            workers = min(n_jobs, len(tasks))
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(worker, task) for task in tasks]
+                for future in as_completed(futures):
+                    out = future.result()
+                    results.extend(out)
+                    bar.update(len(out))
+    return results
+
+
+# --------------------------------------------------------------------------- quirks
+
+_THUMBS_DB = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+_DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(2040)
+
+
+def _apple_double() -> bytes:
+    """A minimal AppleDouble file, as macOS zips store in ``__MACOSX/._name``.
+
+    Header (magic, version, 16-byte filler, one entry), then 32 bytes of Finder info.
+    """
+    header = (0x00051607).to_bytes(4, "big") + (0x00020000).to_bytes(4, "big") + bytes(16)
+    entry = (9).to_bytes(4, "big") + (38).to_bytes(4, "big") + (32).to_bytes(4, "big")
+    return header + (1).to_bytes(2, "big") + entry + bytes(32)
+
+
+def _write_quirks(root: Path, image_files: list[str], seed: int) -> list[str]:
+    """Add the clutter of the real zips; return the relative paths written."""
+    written: list[str] = []
+    folders = sorted({str(Path(rel).parent.as_posix()) for rel in image_files})
+    for folder in folders:
+        rel = f"{folder}/Thumbs.db"
+        atomic_write_bytes(root / rel, _THUMBS_DB)
+        written.append(rel)
+    tops = sorted({rel.split("/", 1)[0] for rel in image_files})
+    for top in tops:
+        rel = f"{top}/.DS_Store"
+        atomic_write_bytes(root / rel, _DS_STORE)
+        written.append(rel)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN_KEY, 1)))
+    picks = sorted(rng.choice(len(image_files), size=min(5, len(image_files)), replace=False))
+    for k in picks:
+        rel_path = Path(image_files[int(k)])
+        rel = f"__MACOSX/{rel_path.parent.as_posix()}/._{rel_path.name}"
+        atomic_write_bytes(root / rel, _apple_double())
+        written.append(rel)
+    return written
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def _prepare_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse a foreign non-empty folder; clear the files of a previous phantom run."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out_dir {out} exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        out.mkdir(parents=True, exist_ok=True)
+        return
+    manifest_path = out / MANIFEST_NAME
+    previous: SynthManifest | None = None
+    if manifest_path.is_file():
+        try:
+            previous = SynthManifest.load(manifest_path)
+        except ValueError:
+            previous = None
+    if previous is None:
+        if overwrite:
+            return
+        raise FileExistsError(
+            f"out_dir {out} is not empty and is not a phantom folder (no valid {MANIFEST_NAME}); "
+            "choose an empty folder or pass overwrite=True to write into it anyway"
+        )
+    # A previous phantom folder: remove exactly the files it wrote, then empty folders.
+    parents = set()
+    for rel in previous.files:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            continue  # never touch anything outside the folder
+        path = out / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        parents.update(p for p in (out / rel).parents if out in p.parents)
+    manifest_path.unlink(missing_ok=True)
+    for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str],
+    *,
+    n: int,
+    size: int = 512,
+    seed: int = 0,
+    layout: str = "compilation",
+    dicom: bool = False,
+    site_fraction: float = 0.3,
+    tb_fraction: float = 0.5,
+    quirks: bool = True,
+    native_aspect: bool = False,
+    progress: bool = True,
+    n_jobs: int | None = None,
+    overwrite: bool = False,
+) -> SynthManifest:
+    """Write ``n`` phantoms with masks (and readings) in a real dataset's layout.
+
+    Parameters
+    ----------
+    out_dir
+        Destination folder: new, empty, or a previous phantom folder (its files
+        are replaced). Any other non-empty folder is refused unless
+        ``overwrite=True``.
+    n
+        Number of radiographs (>= 1).
+    size
+        Image side in pixels (>= 32).
+    seed
+        Dataset seed; the same seed gives byte-identical files.
+    layout
+        ``"compilation"``, ``"montgomery"``, ``"shenzhen"`` or ``"plain"`` (see the
+        module docstring).
+    dicom
+        Write radiographs as 16-bit DICOM (``.dcm``; some MONOCHROME1, with rescale
+        and window values) instead of 8-bit PNG. Masks stay PNG.
+    site_fraction
+        Fraction of Montgomery phantoms in the ``compilation`` and ``plain``
+        layouts (both sites appear whenever ``n >= 2`` and it is strictly
+        between 0 and 1).
+    tb_fraction
+        Fraction of tuberculosis phantoms per site.
+    quirks
+        Add the clutter of the real zips and leave about 10% of the Shenzhen
+        images without mask (``compilation`` and ``shenzhen`` layouts).
+    native_aspect
+        Draw Montgomery films in their portrait frame (``4892 / 4020``, the
+        longer side ``size``) instead of the square compilation frame.
+    progress
+        Show a progress bar.
+    n_jobs
+        Worker processes (default: all CPUs); 1 draws in this process. Workers are
+        started with ``spawn``: in a script, call this under
+        ``if __name__ == "__main__":`` (notebooks need nothing).
+    overwrite
+        Allow writing into a non-empty folder that is not a phantom folder.
+
+    Returns
+    -------
+    SynthManifest
+        Also written to ``out_dir/phantoms.json``.
+
+    Raises
+    ------
+    ValueError
+        For a bad parameter (the message names it).
+    FileExistsError
+        If ``out_dir`` is a foreign non-empty folder and ``overwrite`` is False.
+    """
+    n = _check_int("n", n, 1)
+    size = _check_int("size", size, MIN_SIZE)
+    seed = _check_int("seed", seed, 0)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}; got {layout!r}")
+    site_fraction = _check_fraction("site_fraction", site_fraction)
+    tb_fraction = _check_fraction("tb_fraction", tb_fraction)
+    jobs = _check_jobs(n_jobs)
+    out = Path(out_dir)
+    _prepare_out_dir(out, overwrite)
+
+    missing = quirks and layout in ("compilation", "shenzhen")
+    items = _plan(n, seed, _layout_sites(layout), site_fraction, tb_fraction, missing)
+    tasks = [
+        (str(out), layout, chunk, size, seed, dicom, native_aspect)
+        for chunk in _chunks(items, jobs)
+    ]
+    records = _run(tasks, _write_chunk, jobs, n, progress, "phantoms")
+    records.sort(key=lambda r: r["index"])
+    files = [rel for record in records for rel in record["files"]]
+    if quirks:
+        image_files = [_paths(layout, it, ".dcm" if dicom else ".png")["image"][0] for it in items]
+        files += _write_quirks(out, image_files, seed)
+
+    by_site: dict[str, dict[str, int]] = {}
+    for item in items:
+        counts = by_site.setdefault(item.site, {"normal": 0, "tb": 0})
+        counts["tb" if item.label else "normal"] += 1
+    manifest = SynthManifest(
+        out_dir=str(out),
+        layout=layout,
+        n_images=n,
+        n_masks=sum(r["n_masks"] for r in records),
+        images_without_mask=[it.stem for it in items if not it.has_mask],
+        by_site=by_site,
+        seed=seed,
+        size=size,
+        dicom=bool(dicom),
+        quirks=bool(quirks),
+        native_aspect=bool(native_aspect),
+        files=sorted(files + [MANIFEST_NAME]),
+    )
+    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(out / MANIFEST_NAME, text.encode("utf-8"))
+    return manifest
+
+
+def _array_chunk(args: tuple) -> list[dict]:
+    items, size, seed = args
+    out = []
+    for item in items:
+        p = make_phantom(
+            phantom_seed(seed, item.index), site=item.site, label=item.label, size=size
+        )
+        out.append(
+            {
+                "index": item.index,
+                "image": p.image,
+                "mask": p.mask,
+                "row": {
+                    "id": item.stem,
+                    "site": p.site,
+                    "label": p.label,
+                    "sex": p.sex,
+                    "age": p.age,
+                    "reading": p.reading.strip(),
+                    "findings": "; ".join(p.findings),
+                    "severity": round(float(p.severity), 4),
+                },
+            }
+        )
+    return out
+
+
+def generate_arrays(
+    n: int,
+    *,
+    size: int = 128,
+    seed: int = 0,
+    site: str | None = None,
+    site_fraction: float = 0.3,
+    tb_fraction: float = 0.5,
+    n_jobs: int | None = 1,
+    progress: bool = False,
+):
+    """Draw phantoms in memory.
+
+    The phantoms are those :func:`write_dataset` writes with the same ``n``,
+    ``seed``, ``size`` and fractions in the ``plain`` layout (or the
+    ``montgomery``/``shenzhen`` layout when ``site`` is given).
+
+    Parameters
+    ----------
+    n
+        Number of phantoms (>= 1).
+    size
+        Image side in pixels (>= 32).
+    seed
+        Dataset seed.
+    site
+        None for both sites (``site_fraction`` Montgomery), or one site name.
+    site_fraction, tb_fraction
+        Fractions of Montgomery and of tuberculosis phantoms.
+    n_jobs
+        Worker processes (None: all CPUs; default 1: this process).
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``float32 (n, size, size)`` in ``[0, 1]``.
+    masks : numpy.ndarray
+        ``bool (n, size, size)``.
+    table : pandas.DataFrame
+        One row per phantom: ``id``, ``site``, ``label``, ``sex``, ``age``,
+        ``reading``, ``findings`` (``"; "``-joined) and ``severity``.
+    """
+    import pandas as pd
+
+    n = _check_int("n", n, 1)
+    size = _check_int("size", size, MIN_SIZE)
+    seed = _check_int("seed", seed, 0)
+    site = _check_site(site)
+    site_fraction = _check_fraction("site_fraction", site_fraction)
+    tb_fraction = _check_fraction("tb_fraction", tb_fraction)
+    jobs = _check_jobs(n_jobs)
+    sites = (site,) if site else ("montgomery", "shenzhen")
+    items = _plan(n, seed, sites, site_fraction, tb_fraction, missing_masks=False)
+    tasks = [(chunk, size, seed) for chunk in _chunks(items, jobs)]
+    records = sorted(
+        _run(tasks, _array_chunk, jobs, n, progress, "phantoms"), key=lambda r: r["index"]
+    )
+    images = np.stack([r["image"] for r in records]).astype(np.float32, copy=False)
+    masks = np.stack([r["mask"] for r in records]).astype(bool, copy=False)
+    table = pd.DataFrame([r["row"] for r in records])
+    return images, masks, table
