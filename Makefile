@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cxrlib-installed
 PROFILE ?= smoke
 
-.PHONY: book test venv lint format clean
+.PHONY: book test venv lint format clean browser
 
 venv: $(STAMP)
 
@@ -21,8 +21,18 @@ $(STAMP): pyproject.toml
 book: $(STAMP)
 	$(BIN)/cxrlib book --profile $(PROFILE)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The browser test drives Debian's Chromium. Install it when we can (root with apt-get);
+# elsewhere the test skips and says why.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "could not install chromium: the browser test will be skipped"; \
+	else echo "chromium not found and cannot be installed here: the browser test will be skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check cxrlib tests benchmarks

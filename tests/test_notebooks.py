@@ -119,3 +119,83 @@ def test_smoke_book_deterministic_cells_with_nbval(smoke_book):
     result = subprocess.run(command, capture_output=True, text=True, cwd=book_dir, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
+
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed (`make test` installs it where it can)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        pytest.skip("playwright is not installed (it comes with the project's test extra)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def served_book(smoke_book):
+    """Serve the smoke book's HTML on 127.0.0.1 for the browser."""
+    import functools
+    import http.server
+    import threading
+
+    _, html = smoke_book
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(html))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_every_chapter_renders_in_a_browser(smoke_book, served_book):
+    """Open each chapter in headless Chromium: figures loaded, no error text, a screenshot."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    book_dir, _ = smoke_book
+    shots = REPO_ROOT / "runs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    pages = ["intro", *[f"chapters/{p.stem}" for p in _executed(book_dir)], "reproducibility"]
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            for name in pages:
+                response = page.goto(f"{served_book}/{name}.html", wait_until="load")
+                assert response is not None and response.ok, f"{name}: HTTP error"
+                broken = page.evaluate(
+                    "Array.from(document.images)"
+                    ".filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+                )
+                assert broken == [], f"{name}: images that did not load: {broken}"
+                if name.startswith("chapters/"):
+                    count = page.evaluate("document.querySelectorAll('main img').length")
+                    assert count >= 1, f"{name}: no figure on the page"
+                text = page.inner_text("main")
+                assert "Traceback" not in text, f"{name}: a traceback on the page"
+                errors = page.evaluate(
+                    "document.querySelectorAll('.output.traceback, .output.error, "
+                    ".system-message, .problematic').length"
+                )
+                assert errors == 0, f"{name}: {errors} error outputs or build warnings shown"
+                target = shots / f"{name.replace('/', '_')}.png"
+                page.screenshot(path=str(target), full_page=False)
+                assert target.stat().st_size > 10_000, f"{name}: empty screenshot"
+        finally:
+            browser.close()
