@@ -237,8 +237,16 @@ def _conv_block(
 def _shortcut(
     x: keras.KerasTensor, filters: int, name: str, *, strides: int = 1
 ) -> keras.KerasTensor:
-    """Projection shortcut: 1x1 conv -> BN."""
-    x = layers.Conv2D(filters, 1, padding="same", strides=strides, name=f"{name}_conv")(x)
+    """Projection shortcut: 1x1 conv -> BN.
+
+    A strided 1x1 convolution equals sub-sampling followed by a stride-1 1x1 convolution.
+    We write it that way because TensorFlow 2.21's oneDNN CPU kernel for strided 1x1
+    convolutions with fewer than 16 input channels corrupts memory (oneDNN issue 6035);
+    the parameter count is unchanged.
+    """
+    if strides > 1:
+        x = layers.MaxPooling2D(pool_size=1, strides=strides, name=f"{name}_subsample")(x)
+    x = layers.Conv2D(filters, 1, padding="same", name=f"{name}_conv")(x)
     return _bn_act(x, name, act=False)
 
 

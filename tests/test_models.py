@@ -38,17 +38,33 @@ def test_unet_layout_matches_the_classic_network():
     assert all(layer.kernel_size == (2, 2) and layer.strides == (2, 2) for layer in up)
 
 
-def test_resunet_downsamples_with_strided_convs_and_upsamples_without_params():
+def test_resunet_downsamples_with_strides_and_upsamples_without_params():
     model = models.build_resunet()
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds.count("MaxPooling2D") == 0
     assert kinds.count("UpSampling2D") == 4
     strided = [
         layer
         for layer in model.layers
         if type(layer).__name__ == "Conv2D" and layer.strides == (2, 2)
     ]
-    assert len(strided) == 8  # 4 encoder units: residual conv + shortcut conv each
+    assert len(strided) == 4  # the residual branch of each of the 4 encoder units
+    # Shortcuts sub-sample (pool size 1, stride 2) before a 1x1 conv: a strided 1x1 conv.
+    subsample = [layer for layer in model.layers if type(layer).__name__ == "MaxPooling2D"]
+    assert len(subsample) == 4
+    assert all(layer.pool_size == (1, 1) and layer.strides == (2, 2) for layer in subsample)
+
+
+def test_strided_shortcut_equals_a_strided_1x1_conv():
+    from keras import layers
+
+    x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32")
+    strided = layers.Conv2D(4, 1, padding="same", strides=2)
+    expected = np.asarray(strided(x))
+    plain = layers.Conv2D(4, 1, padding="same")
+    plain.build((None, 4, 4, 3))
+    plain.set_weights(strided.get_weights())
+    got = np.asarray(plain(layers.MaxPooling2D(pool_size=1, strides=2)(x)))
+    np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("builder", [models.build_unet, models.build_resunet])
