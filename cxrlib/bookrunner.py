@@ -351,7 +351,8 @@ def build_book(
         Name of a file in ``book/params/`` (``smoke``, ``cpu``, ``gpu``).
     data_dir
         Dataset folder passed to every notebook as ``data_dir``; when None, phantoms are
-        generated once (profile key ``phantoms``) into ``runs/<profile>/data``.
+        generated once (profile key ``phantoms``) into ``runs/<profile>/phantoms`` and
+        reused by later builds with the same settings.
     out_dir
         The book folder to execute into and build. Defaults to ``runs/<profile>/book``;
         pass ``book`` to update the published edition in place.
@@ -381,17 +382,17 @@ def build_book(
     _stage_book(root, book_dir)
 
     if data_dir is None:
-        from cxrlib.synthetic import write_dataset
+        from cxrlib.workspace import resolve_data_dir
 
         phantoms = dict(settings.get("phantoms") or {})
-        data_path = runs_root / "data"
-        write_dataset(
-            data_path,
+        # Reuses phantoms made with the same settings, so file times (part of every trained
+        # model's key) do not change and a rebuild reuses the trained models.
+        data_path = resolve_data_dir(
+            None,
+            runs_root,
             n=int(phantoms.get("n", 120)),
             size=int(phantoms.get("size", 256)),
             seed=int(phantoms.get("seed", 0)),
-            layout="compilation",
-            overwrite=True,
             progress=progress,
         )
         description = f"synthetic phantoms (`cxrlib.synthetic`, {phantoms or 'defaults'})"
