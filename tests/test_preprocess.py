@@ -332,21 +332,19 @@ def test_load_arrays_with_forkserver_workers(dataset, tmp_path, monkeypatch):
 def test_pool_start_method_depends_on_threads(monkeypatch):
     import threading
 
-    from tqdm import tqdm
+    class TMonitor(threading.Thread):  # named like tqdm's monitor thread, which is harmless
+        pass
 
+    main = threading.main_thread()
     monkeypatch.setattr(preprocess.sys, "platform", "linux")
     for name in preprocess._FORK_UNSAFE_MODULES:
         monkeypatch.delitem(preprocess.sys.modules, name, raising=False)
-    with tqdm(total=1, disable=True):  # starts tqdm's monitor thread, which is harmless
-        assert preprocess._pool_context().get_start_method() == "fork"
-    stop = threading.Event()
-    worker = threading.Thread(target=stop.wait, daemon=True)
-    worker.start()
-    try:
-        assert preprocess._pool_context().get_start_method() == "forkserver"
-    finally:
-        stop.set()
-        worker.join()
+    # Other tests in the same session may leave threads running: pin the thread list.
+    monkeypatch.setattr(threading, "enumerate", lambda: [main, TMonitor()])
+    assert preprocess._pool_context().get_start_method() == "fork"
+    monkeypatch.setattr(threading, "enumerate", lambda: [main, threading.Thread()])
+    assert preprocess._pool_context().get_start_method() == "forkserver"
+    monkeypatch.setattr(threading, "enumerate", lambda: [main])
     monkeypatch.setitem(preprocess.sys.modules, "tensorflow", object())
     assert preprocess._pool_context().get_start_method() == "forkserver"
 
