@@ -30,7 +30,13 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.errors import CxrlibError
-from cxrlib.train import CPU_RECIPE_FILTERS, TrainConfig, TrainResult, train_segmentation
+from cxrlib.train import (
+    CPU_RECIPE_FILTERS,
+    TrainConfig,
+    TrainResult,
+    read_history,
+    train_segmentation,
+)
 
 __all__ = [
     "CHAPTER_RUNS",
@@ -219,17 +225,6 @@ def is_finished_run(run_dir: str | os.PathLike[str]) -> bool:
     return all((path / name).is_file() for name in _DONE_FILES)
 
 
-def _history(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        return pd.DataFrame(columns=["epoch"])
-    table = pd.read_csv(path)
-    if "epoch" in table:
-        table = table.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    if "lr" in table and "learning_rate" not in table:
-        table = table.rename(columns={"lr": "learning_rate"})
-    return table.reset_index(drop=True)
-
-
 def load_run(run_dir: str | os.PathLike[str]) -> TrainResult:
     """Read a finished run without training (``trained`` and ``resumed`` are False).
 
@@ -260,7 +255,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainResult:
     names = set(TrainConfig.__dataclass_fields__)
     config = TrainConfig.from_dict({k: v for k, v in stored.items() if k in names})
     metrics = _read_json(path / "metrics.json") or {}
-    history = _history(path / "history.csv")
+    history = read_history(path / "history.csv")
     return TrainResult(
         run_dir=path,
         model_path=path / "model.keras",

@@ -761,8 +761,8 @@ def _make_training_sequence(
     )
 
 
-def _history_table(history_csv: Path) -> pd.DataFrame:
-    """Read the CSV log; keep the last row of a repeated epoch (after a resume)."""
+def read_history(history_csv: Path) -> pd.DataFrame:
+    """Read a run's ``history.csv``; keep the last row of a repeated epoch (after a resume)."""
     if not history_csv.is_file():
         return pd.DataFrame(columns=["epoch"])
     table = pd.read_csv(history_csv)
@@ -1040,7 +1040,7 @@ def _evaluate(
 
 def _reuse(run_dir: Path, config: TrainConfig, key: str) -> TrainResult:
     metrics = _read_json(run_dir / "metrics.json") or {}
-    history = _history_table(run_dir / "history.csv")
+    history = read_history(run_dir / "history.csv")
     return TrainResult(
         run_dir=run_dir,
         model_path=run_dir / "model.keras",
@@ -1172,7 +1172,7 @@ def train_segmentation(
         },
     )
     fit_timings = _fit(run_dir, config, split, loaded, progress, resuming, _make_training_sequence)
-    history = _history_table(run_dir / "history.csv")
+    history = read_history(run_dir / "history.csv")
     _atomic_json(run_dir / "history.json", history.to_dict(orient="records"))
 
     from cxrlib.inference import load_segmentation_model

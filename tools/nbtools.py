@@ -13,8 +13,14 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
-def write_notebook(path: str | Path, cells: list[tuple[str, str]]) -> Path:
-    """Write a notebook with a ``parameters``-tagged cell and papermill-ready metadata."""
+def write_notebook(
+    path: str | Path, cells: list[tuple[str, str]], hide_stderr: tuple[str, ...] = ()
+) -> Path:
+    """Write a notebook with a ``parameters``-tagged cell and papermill-ready metadata.
+
+    Code cells whose source starts with one of ``hide_stderr`` get the ``remove-stderr``
+    tag, so the book hides TensorFlow's start-up log printed by those cells.
+    """
     notebook = new_notebook()
     notebook.metadata["kernelspec"] = {
         "name": "python3",
@@ -29,7 +35,8 @@ def write_notebook(path: str | Path, cells: list[tuple[str, str]]) -> Path:
         elif kind == "params":
             notebook.cells.append(new_code_cell(source, metadata={"tags": ["parameters"]}))
         elif kind == "code":
-            notebook.cells.append(new_code_cell(source))
+            tags = ["remove-stderr"] if hide_stderr and source.startswith(hide_stderr) else []
+            notebook.cells.append(new_code_cell(source, metadata={"tags": tags} if tags else {}))
         else:
             raise ValueError(f"unknown cell kind {kind!r}")
     for index, cell in enumerate(notebook.cells):

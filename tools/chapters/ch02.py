@@ -532,17 +532,6 @@ val_batches = augment.SegmentationSequence(data.images[val], data.masks[val], 16
 HIDE_STDERR = ("leaky_rows = ", "results = leakage.leakage_experiment(")
 
 
-def _tag_cells(path: Path) -> None:
-    """Add the ``remove-stderr`` tag to the cells that start TensorFlow."""
-    import nbformat
-
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and cell.source.startswith(HIDE_STDERR):
-            cell.metadata.setdefault("tags", []).append("remove-stderr")
-    nbformat.write(notebook, path)
-
-
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[2]
-    _tag_cells(write_notebook(root / "notebooks" / "02_augmentation.ipynb", CELLS))
+    write_notebook(root / "notebooks" / "02_augmentation.ipynb", CELLS, hide_stderr=HIDE_STDERR)

@@ -452,17 +452,6 @@ HIDE_STDERR = (
 )
 
 
-def _tag_cells(path: Path) -> None:
-    """Add the ``remove-stderr`` tag to the cells that start TensorFlow."""
-    import nbformat
-
-    notebook = nbformat.read(path, as_version=4)
-    for cell in notebook.cells:
-        if cell.cell_type == "code" and cell.source.startswith(HIDE_STDERR):
-            cell.metadata.setdefault("tags", []).append("remove-stderr")
-    nbformat.write(notebook, path)
-
-
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[2]
-    _tag_cells(write_notebook(root / "notebooks" / "04_unet_vs_resunet.ipynb", CELLS))
+    write_notebook(root / "notebooks" / "04_unet_vs_resunet.ipynb", CELLS, hide_stderr=HIDE_STDERR)
