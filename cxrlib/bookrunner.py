@@ -37,6 +37,7 @@ __all__ = [
     "NotebookRun",
     "BOOK_PLAN",
     "find_project_root",
+    "portable_path",
     "load_profile",
     "notebook_parameters",
     "validate_profile",
@@ -183,6 +184,34 @@ def validate_profile(root: Path, profile: Mapping[str, Any], plan: Iterable[Note
                 )
 
 
+def portable_path(path: Path | str, root: Path) -> str:
+    """``path`` as a reader would type it from the repository root.
+
+    Paths inside ``root`` or in a folder next to it (``../shared/cxr-real``) come back
+    relative to ``root``; anything further away stays absolute. The executed notebooks and
+    the reproducibility page show these, so the published edition does not carry the build
+    machine's folder layout.
+
+    Parameters
+    ----------
+    path
+        Any path; resolved before comparing.
+    root
+        The repository root (the notebooks run with it as working directory).
+
+    Returns
+    -------
+    str
+        ``runs/cpu/03b_resunet_training``, ``../shared/cxr-real`` or an absolute path.
+    """
+    resolved = Path(path).resolve()
+    relative = Path(os.path.relpath(resolved, Path(root).resolve()))
+    ups = sum(1 for part in relative.parts if part == os.pardir)
+    if ups == 0 or (ups == 1 and len(relative.parts) > 1):
+        return relative.as_posix()
+    return str(resolved)
+
+
 def execute_notebook(
     source: Path,
     output: Path,
@@ -274,6 +303,17 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def _cpu_name() -> str:
+    """The processor's model name where the system tells it, else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def write_reproducibility_page(
     book_dir: Path,
     *,
@@ -281,8 +321,17 @@ def write_reproducibility_page(
     data_description: str,
     timings: Mapping[str, float],
     root: Path,
+    rebuild_command: str | None = None,
 ) -> Path:
-    """Write ``reproducibility.md``: data, profile, hardware, versions, commit, run times."""
+    """Write ``reproducibility.md``: data, profile, hardware, versions, commit, run times.
+
+    ``rebuild_command`` is the ``cxrlib book`` call that rebuilds this edition; by default
+    it is worked out from ``profile`` and ``data_description``.
+    """
+    if rebuild_command is None:
+        data_option = " --data DIR" if "phantom" not in data_description else ""
+        rebuild_command = f"cxrlib book --profile {profile}{data_option}"
+    total = sum(timings.values())
     lines = [
         "# Reproducibility",
         "",
@@ -294,7 +343,7 @@ def write_reproducibility_page(
         f"| profile | `{profile}` (`book/params/{profile}.yml`) |",
         f"| data | {data_description} |",
         f"| git commit | `{_git_commit(root)}` |",
-        f"| machine | {platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()} |",
+        f"| machine | {_cpu_name()}, {os.cpu_count()} CPU cores, {platform.system()} |",
         f"| python | {platform.python_version()} |",
         f"| built | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |",
         "",
@@ -309,9 +358,9 @@ def write_reproducibility_page(
         "| notebook | seconds |",
         "|---|---|",
         *[f"| {k} | {v:.1f} |" for k, v in timings.items()],
+        f"| **all notebooks** | **{total:.1f}** ({total / 60:.1f} min) |",
         "",
-        "To rebuild this edition: `cxrlib book --profile "
-        f"{profile}{' --data DIR' if 'phantom' not in data_description else ''}`.",
+        f"To rebuild this edition, from the repository root: `{rebuild_command}`.",
         "",
     ]
     path = book_dir / "reproducibility.md"
@@ -400,8 +449,13 @@ def build_book(
         data_path = Path(data_dir).resolve()
         if not data_path.is_dir():
             raise BookBuildError(f"data folder {data_path} does not exist")
-        description = f"`{data_path.name}` (real radiographs from {data_path})"
+        description = f"`{data_path.name}` (`{portable_path(data_path, root)}`)"
 
+    rebuild_command = f"cxrlib book --profile {profile}"
+    if data_dir is not None:
+        rebuild_command += f" --data {portable_path(data_path, root)}"
+    if out_dir is not None:
+        rebuild_command += f" --out {portable_path(book_dir, root)}"
     timings: dict[str, float] = {}
     per_notebook = settings.get("notebooks") or {}
     bar = tqdm(plan, desc="notebooks", unit="nb", disable=not progress)
@@ -411,18 +465,23 @@ def build_book(
         declared = notebook_parameters(source)
         params: dict[str, Any] = dict(run.parameters)
         params.update(per_notebook.get(run.output) or {})
+        # Paths are given relative to the repository root where they can be (the notebooks
+        # run there), so the executed chapters read like a reader's own run.
         if "data_dir" in declared:
-            params["data_dir"] = str(data_path)
+            params["data_dir"] = portable_path(data_path, root)
         if "run_dir" in declared:
-            params["run_dir"] = str(runs_root / run.output)
+            params["run_dir"] = portable_path(runs_root / run.output, root)
         if "runs_root" in declared:
-            params["runs_root"] = str(runs_root)
+            params["runs_root"] = portable_path(runs_root, root)
         output = book_dir / "chapters" / f"{run.output}.ipynb"
-        timings[run.output] = execute_notebook(
-            source, output, params, cwd=runs_root / run.output, progress=False
-        )
+        timings[run.output] = execute_notebook(source, output, params, cwd=root, progress=False)
     write_reproducibility_page(
-        book_dir, profile=profile, data_description=description, timings=timings, root=root
+        book_dir,
+        profile=profile,
+        data_description=description,
+        timings=timings,
+        root=root,
+        rebuild_command=rebuild_command,
     )
     (runs_root / "timings.json").write_text(json.dumps(timings, indent=2))
     if skip_build:

@@ -124,3 +124,41 @@ def test_executes_with_parameters(tmp_path):
     executed = nbformat.read(output, as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "40" in text and seconds > 0
+
+
+def test_portable_path_inside_next_to_and_far_from_root(tmp_path):
+    root = tmp_path / "work" / "main"
+    (root / "runs" / "cpu").mkdir(parents=True)
+    (tmp_path / "work" / "shared" / "cxr-real").mkdir(parents=True)
+    assert bookrunner.portable_path(root / "runs" / "cpu", root) == "runs/cpu"
+    assert bookrunner.portable_path(root, root) == "."
+    shared = tmp_path / "work" / "shared" / "cxr-real"
+    assert bookrunner.portable_path(shared, root) == "../shared/cxr-real"
+    far = tmp_path / "elsewhere" / "data"
+    assert bookrunner.portable_path(far, root) == str(far.resolve())
+    assert bookrunner.portable_path(tmp_path / "work", root) == str((tmp_path / "work").resolve())
+
+
+def test_reproducibility_page_records_run_and_rebuild_command(tmp_path, repo_root):
+    page = bookrunner.write_reproducibility_page(
+        tmp_path,
+        profile="cpu",
+        data_description="`cxr-real` (`../shared/cxr-real`)",
+        timings={"01_data_exploration": 60.0, "02_augmentation": 120.5},
+        root=repo_root,
+        rebuild_command="cxrlib book --profile cpu --data ../shared/cxr-real --out book",
+    )
+    text = page.read_text()
+    assert "| profile | `cpu` (`book/params/cpu.yml`) |" in text
+    assert "| 02_augmentation | 120.5 |" in text
+    assert "**180.5** (3.0 min)" in text
+    assert "`cxrlib book --profile cpu --data ../shared/cxr-real --out book`" in text
+    assert not list(tmp_path.glob("*.part"))
+    default = bookrunner.write_reproducibility_page(
+        tmp_path,
+        profile="smoke",
+        data_description="synthetic phantoms",
+        timings={},
+        root=repo_root,
+    )
+    assert "`cxrlib book --profile smoke`" in default.read_text()
