@@ -17,12 +17,13 @@ it into place, so an interrupted write never leaves a half-written file.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from cxrlib.atomic import atomic_write_bytes
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -234,21 +235,6 @@ def read_dicom(path: PathLike) -> np.ndarray:
     if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         scaled = 1.0 - scaled
     return scaled
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _to_uint(image: np.ndarray, bits: int) -> np.ndarray:

@@ -57,10 +57,9 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +69,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cxrlib.atomic import atomic_write
 from cxrlib.cache import hash_key
 from cxrlib.errors import CxrlibError
 from cxrlib.imageio import ImageReadError, atomic_write_bytes, read_image
@@ -375,21 +375,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _atomic_file(path: Path, write: Callable[[str], None], suffix: str) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _listed(items: Sequence[Any]) -> str:
@@ -1453,7 +1438,7 @@ def _obtain_seg_model(
     """
     if seg_model is not None:
         target = run_dir / "seg_model.keras"
-        _atomic_file(target, lambda tmp: shutil.copyfile(seg_model, tmp), ".keras")
+        atomic_write(target, lambda tmp: shutil.copyfile(seg_model, tmp), ".keras")
         return target.name, None, seg_model_equalize(seg_model)
     from cxrlib.train import train_segmentation
 
@@ -1527,13 +1512,13 @@ def _save_features(path: Path, X: np.ndarray, names: list[str], ids: list[str]) 
                 ids=np.asarray(ids, dtype=str),
             )
 
-    _atomic_file(path, write, ".npz")
+    atomic_write(path, write, ".npz")
 
 
 def _save_classifier(path: Path, model: Any) -> None:
     import joblib
 
-    _atomic_file(path, lambda tmp: joblib.dump(model, tmp), ".joblib")
+    atomic_write(path, lambda tmp: joblib.dump(model, tmp), ".joblib")
 
 
 def _check_run_dir(run_dir: Path, key: dict[str, Any], overwrite: bool) -> bool:

@@ -66,7 +66,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -78,6 +77,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cxrlib.atomic import atomic_write
 from cxrlib.cache import hash_key
 from cxrlib.errors import CxrlibError
 from cxrlib.imageio import atomic_write_bytes, read_mask
@@ -1005,14 +1005,7 @@ def _fit(
 
 
 def _save_model_atomic(model: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, model.save, ".keras")
 
 
 def _evaluate(
