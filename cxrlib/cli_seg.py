@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxrlib.cli_args import existing_folder, positive_int, show_progress
 from cxrlib.train import CPU_RECIPE_FILTERS, MODELS, PRECISIONS, TrainConfig, cpu_recipe
 
 __all__ = ["register", "parse_filters"]
@@ -43,10 +44,6 @@ def parse_filters(text: str) -> tuple[int, ...] | str:
             f"--filters needs at least two positive integers, got {text!r}"
         )
     return values
-
-
-def _quiet(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "quiet", False))
 
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -75,16 +72,14 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 def _cmd_train_seg(args: argparse.Namespace) -> int:
     from cxrlib.train import train_segmentation
 
-    data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
-        raise ValueError(f"dataset folder {data_dir} does not exist or is not a folder")
+    data_dir = existing_folder(args.data_dir)
     config = _config_from_args(args)
     result = train_segmentation(
         data_dir,
         config,
         args.out,
         overwrite=args.overwrite,
-        progress=not _quiet(args),
+        progress=show_progress(args),
     )
     verb = "trained" if result.trained else "reused (same configuration and data)"
     print(f"{result.config.model} {verb}: {result.model_path} ({result.epochs_run} epochs)")
@@ -118,21 +113,11 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         postprocess=not args.no_postprocess,
         overlays=not args.no_overlays,
         precision=args.precision,
-        progress=not _quiet(args),
+        progress=show_progress(args),
     )
     print(report.summary())
     print(f"lung areas: {Path(args.out_dir) / 'lungs.csv'}")
     return 0
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -156,16 +141,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--model", choices=MODELS, default="resunet", help="(resunet)")
     train.add_argument(
         "--img-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"model input side, divisible by 16 ({_RECIPE.img_size})",
     )
     train.add_argument(
-        "--epochs", type=_positive_int, default=None, help=f"maximum epochs ({_RECIPE.epochs})"
+        "--epochs", type=positive_int, default=None, help=f"maximum epochs ({_RECIPE.epochs})"
     )
     train.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"({_RECIPE.batch_size})",
     )
@@ -194,7 +179,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"epochs without validation improvement before stopping ({_RECIPE.patience})",
     )
@@ -222,7 +207,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("model", type=Path, metavar="MODEL", help="a .keras segmentation model")
     seg.add_argument("images_dir", type=Path, metavar="IMAGES_DIR", help="folder of images")
     seg.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder")
-    seg.add_argument("--batch-size", type=_positive_int, default=16, help="(16)")
+    seg.add_argument("--batch-size", type=positive_int, default=16, help="(16)")
     seg.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from cxrlib.cli_args import existing_folder, positive_int, show_progress
+
 __all__ = ["register", "parse_names"]
 
 _DEFAULTS = {
@@ -39,20 +41,6 @@ def parse_names(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _quiet(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "quiet", False))
 
 
 def _print_result(result) -> None:
@@ -92,9 +80,7 @@ def _print_result(result) -> None:
 def _cmd_train_tb(args: argparse.Namespace) -> int:
     from cxrlib.tb_pipeline import TBConfig, train_tb
 
-    data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
-        raise ValueError(f"dataset folder {data_dir} does not exist or is not a folder")
+    data_dir = existing_folder(args.data_dir)
     config = TBConfig(
         features=args.features,
         classifier=args.classifier,
@@ -110,7 +96,7 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
         config,
         seg_model=args.seg_model,
         overwrite=args.overwrite,
-        progress=not _quiet(args),
+        progress=show_progress(args),
     )
     verb = "trained" if result.trained else "reused (same configuration and data)"
     print(f"TB run {verb}: {result.run_dir}")
@@ -121,7 +107,7 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
 def _cmd_classify(args: argparse.Namespace) -> int:
     from cxrlib.tb_pipeline import classify
 
-    report = classify(args.run_dir, args.images_dir, args.out, progress=not _quiet(args))
+    report = classify(args.run_dir, args.images_dir, args.out, progress=show_progress(args))
     print(report.summary())
     return 0
 
@@ -171,21 +157,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=positive_int,
         default=_DEFAULTS["image_size"],
         help=f"side of the images for the features ({_DEFAULTS['image_size']})",
     )
     train.add_argument(
         "--seg-epochs",
-        type=_positive_int,
+        type=positive_int,
         default=_DEFAULTS["seg_epochs"],
         help=f"epochs of the segmentation model trained for the run ({_DEFAULTS['seg_epochs']})",
     )
     train.add_argument(
-        "--splits", type=_positive_int, default=_DEFAULTS["splits"], help="CV folds (5)"
+        "--splits", type=positive_int, default=_DEFAULTS["splits"], help="CV folds (5)"
     )
     train.add_argument(
-        "--repeats", type=_positive_int, default=_DEFAULTS["repeats"], help="CV repeats (2)"
+        "--repeats", type=positive_int, default=_DEFAULTS["repeats"], help="CV repeats (2)"
     )
     train.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="(0)")
     train.add_argument(
