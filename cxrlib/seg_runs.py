@@ -34,7 +34,7 @@ from cxrlib.train import (
     CPU_RECIPE_FILTERS,
     TrainConfig,
     TrainResult,
-    read_history,
+    read_run_files,
     train_segmentation,
 )
 
@@ -254,21 +254,7 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainResult:
         raise RunNotFoundError(f"{path / 'config.json'} is not readable JSON")
     names = set(TrainConfig.__dataclass_fields__)
     config = TrainConfig.from_dict({k: v for k, v in stored.items() if k in names})
-    metrics = _read_json(path / "metrics.json") or {}
-    history = read_history(path / "history.csv")
-    return TrainResult(
-        run_dir=path,
-        model_path=path / "model.keras",
-        config=config,
-        key=str(_read_json(path / "key.json").get("key", "")),
-        trained=False,
-        resumed=False,
-        epochs_run=len(history),
-        history=history,
-        split=pd.read_csv(path / "split.csv", dtype={"id": str}),
-        metrics=metrics.get("scores", {}),
-        timings=metrics.get("timings", {}),
-    )
+    return read_run_files(path, config, str(_read_json(path / "key.json").get("key", "")))
 
 
 def _check_ids(result: TrainResult, table: pd.DataFrame) -> None:

@@ -95,6 +95,8 @@ __all__ = [
     "TrainResult",
     "cpu_recipe",
     "train_segmentation",
+    "read_history",
+    "read_run_files",
     "precision_scope",
     "cpu_supports_bf16",
     "score_predictions",
@@ -1031,7 +1033,14 @@ def _evaluate(
     return pd.concat(frames, ignore_index=True), time.perf_counter() - start
 
 
-def _reuse(run_dir: Path, config: TrainConfig, key: str) -> TrainResult:
+def read_run_files(run_dir: Path, config: TrainConfig, key: str) -> TrainResult:
+    """The :class:`TrainResult` of a finished run folder, read without training.
+
+    Reads ``history.csv``, ``split.csv`` and ``metrics.json`` (scores and timings);
+    ``trained`` and ``resumed`` are False. The caller has checked that the run is
+    finished and parsed its ``config`` and ``key``
+    (:func:`cxrlib.seg_runs.load_run` does both for any run folder).
+    """
     metrics = _read_json(run_dir / "metrics.json") or {}
     history = read_history(run_dir / "history.csv")
     return TrainResult(
@@ -1118,7 +1127,7 @@ def train_segmentation(
     key, key_inputs = _run_key(config, split)
     if _is_done(run_dir, key):
         logger.info("reusing the trained model in %s (same key %s)", run_dir, key[:12])
-        return _reuse(run_dir, config, key)
+        return read_run_files(run_dir, config, key)
     stored = _read_json(run_dir / "key.json")
     if stored is not None and stored.get("key") != key:
         if not overwrite:
