@@ -41,6 +41,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from keras_env import keras_environment  # noqa: E402
 
 
 def _default_images(scratch: Path, n: int) -> Path:
@@ -126,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-original", action="store_true", help="skip the original rows")
     args = parser.parse_args(argv)
 
-    import keras
-
-    from cxrlib.train import cpu_recipe, cpu_supports_bf16
+    from cxrlib.train import cpu_recipe
 
     with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp:
         scratch = Path(tmp)
@@ -157,13 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  done {path}", file=sys.stderr, flush=True)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"cxrlib segment end to end on {images} (keras {keras.__version__}, "
-        f"{keras.backend.backend()}, {cores} cores, bf16 CPU: {cpu_supports_bf16()}, "
-        f"load average {load:.1f}, batch {args.batch_size})"
-    )
+    print(f"cxrlib segment end to end on {images} ({keras_environment()}, batch {args.batch_size})")
     print(_table(rows))
     return 0
 

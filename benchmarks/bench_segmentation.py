@@ -29,8 +29,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+from keras_env import keras_environment  # noqa: E402
 
 
 def _time_training(model, x, y, warmup: int, steps: int) -> float:
@@ -183,10 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-recipe", action="store_true", help="skip the recipe row")
     args = parser.parse_args(argv)
 
-    import keras
-
-    from cxrlib.train import cpu_supports_bf16
-
     rows = []
     for name in args.models.split(","):
         for precision in args.precisions.split(","):
@@ -196,11 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(bench_recipe(args))
     if args.model_file:
         rows.append(bench_model_file(args.model_file, args))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
-        f"segmentation speed, images/s (keras {keras.__version__}, {keras.backend.backend()}, "
-        f"{cores} cores, bf16 CPU: {cpu_supports_bf16()}, load average {load:.1f}; training "
+        f"segmentation speed, images/s ({keras_environment()}; training "
         f"batch {args.batch_size}, inference batch {args.infer_batch_size})"
     )
     print(_table(rows))
