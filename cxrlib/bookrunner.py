@@ -322,12 +322,17 @@ def write_reproducibility_page(
     timings: Mapping[str, float],
     root: Path,
     rebuild_command: str | None = None,
+    commit: str | None = None,
 ) -> Path:
     """Write ``reproducibility.md``: data, profile, hardware, versions, commit, run times.
 
     ``rebuild_command`` is the ``cxrlib book`` call that rebuilds this edition; by default
-    it is worked out from ``profile`` and ``data_description``.
+    it is worked out from ``profile`` and ``data_description``. ``commit`` is the git
+    commit the notebooks were executed from (:func:`build_book` reads it before running
+    them, since the run rewrites tracked files); by default it is read now.
     """
+    if commit is None:
+        commit = _git_commit(root)
     if rebuild_command is None:
         data_option = " --data DIR" if "phantom" not in data_description else ""
         rebuild_command = f"cxrlib book --profile {profile}{data_option}"
@@ -342,7 +347,7 @@ def write_reproducibility_page(
         "|---|---|",
         f"| profile | `{profile}` (`book/params/{profile}.yml`) |",
         f"| data | {data_description} |",
-        f"| git commit | `{_git_commit(root)}` |",
+        f"| git commit | `{commit}` |",
         f"| machine | {_cpu_name()}, {os.cpu_count()} CPU cores, {platform.system()} |",
         f"| python | {platform.python_version()} |",
         f"| built | {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} |",
@@ -374,6 +379,9 @@ def _run_jupyter_book(root: Path, book_dir: Path) -> Path:
     exe = Path(sys.executable).parent / "jupyter-book"
     command = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir)]
     command += ["--config", str(root / "_config.yml"), "--warningiserror", "--keep-going"]
+    # Without --path-output, jupyter-book writes next to the first _config.yml it finds
+    # above the book, which for `--out book` is the repository root, not book/_build.
+    command += ["--path-output", str(book_dir)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
@@ -426,6 +434,9 @@ def build_book(
     if not plan:
         raise BookBuildError(f"no notebooks to run in {root / 'notebooks'}")
     validate_profile(root, settings, plan)
+    # Read before executing: writing the chapters into a tracked folder (--out book) would
+    # otherwise make every edition look built "with uncommitted changes".
+    commit = _git_commit(root)
     runs_root = Path(runs_dir).resolve() if runs_dir else root / "runs" / profile
     book_dir = Path(out_dir).resolve() if out_dir else runs_root / "book"
     _stage_book(root, book_dir)
@@ -482,7 +493,9 @@ def build_book(
         timings=timings,
         root=root,
         rebuild_command=rebuild_command,
+        commit=commit,
     )
+    runs_root.mkdir(parents=True, exist_ok=True)
     (runs_root / "timings.json").write_text(json.dumps(timings, indent=2))
     if skip_build:
         return book_dir

@@ -162,3 +162,47 @@ def test_reproducibility_page_records_run_and_rebuild_command(tmp_path, repo_roo
         root=repo_root,
     )
     assert "`cxrlib book --profile smoke`" in default.read_text()
+
+
+def test_build_records_the_commit_read_before_the_notebooks_ran(tmp_path, repo_root, monkeypatch):
+    commits = iter(["abc1234", "abc1234 (with uncommitted changes)"])
+    monkeypatch.setattr(bookrunner, "_git_commit", lambda root: next(commits))
+    ran = []
+
+    def fake_execute(source, output, parameters, *, cwd, progress):
+        ran.append((source.stem, dict(parameters), cwd))
+        return 1.5
+
+    monkeypatch.setattr(bookrunner, "execute_notebook", fake_execute)
+    data = tmp_path / "data"
+    data.mkdir()
+    book = bookrunner.build_book(
+        profile="smoke",
+        data_dir=data,
+        out_dir=tmp_path / "book",
+        runs_dir=tmp_path / "runs",
+        notebooks=["01_data_exploration"],
+        skip_build=True,
+        progress=False,
+        root=repo_root,
+    )
+    text = (book / "reproducibility.md").read_text()
+    assert "| git commit | `abc1234` |" in text
+    assert "| 01_data_exploration | 1.5 |" in text
+    ((name, parameters, cwd),) = ran
+    assert name == "01_data_exploration" and cwd == repo_root
+    assert parameters["data_dir"] == str(data.resolve())  # far from the repository: absolute
+
+
+def test_jupyter_book_writes_into_the_book_folder(tmp_path, repo_root, monkeypatch):
+    calls = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "", ""
+
+    monkeypatch.setattr(bookrunner.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done)
+    html = bookrunner._run_jupyter_book(repo_root, repo_root / "book")
+    (command,) = calls
+    assert command[command.index("--path-output") + 1] == str(repo_root / "book")
+    assert "--warningiserror" in command
+    assert html == repo_root / "book" / "_build" / "html"

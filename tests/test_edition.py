@@ -1,0 +1,125 @@
+"""The published edition: the executed chapters committed under ``book/chapters``.
+
+The edition is made with ``cxrlib book --profile cpu --data ../shared/cxr-real --out book``
+and committed, because the real radiographs are not in the repository. These tests check
+that it is complete and clean, that its reproducibility page names the run, and (where the
+real set is on the machine) that the numbers chapter 1 shows are what the code computes.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import numpy as np
+import pytest
+
+from cxrlib import bookrunner
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BOOK = REPO_ROOT / "book"
+PLANNED = [run.output for run in bookrunner._plan_for(REPO_ROOT, None)]
+
+
+def _chapter(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(BOOK / "chapters" / f"{name}.ipynb", as_version=4)
+
+
+def glued_values(notebook: nbformat.NotebookNode) -> dict[str, Any]:
+    """Every ``glue``-d plain value of an executed notebook (figures are left out)."""
+    values = {}
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            data = output.get("data", {})
+            text = data.get("application/papermill.record/text/plain")
+            if name and text is not None and len(data) == 1:
+                try:
+                    values[name] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    values[name] = text
+    return values
+
+
+def injected_parameters(notebook: nbformat.NotebookNode) -> dict[str, Any]:
+    """The parameters papermill injected when the edition was executed."""
+    for cell in notebook.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            tree = ast.parse(cell.source)
+            return {
+                node.targets[0].id: ast.literal_eval(node.value)
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+            }
+    raise AssertionError("no injected-parameters cell: not executed by cxrlib book")
+
+
+def test_every_planned_chapter_is_in_the_edition_executed_without_errors():
+    present = sorted(p.stem for p in (BOOK / "chapters").glob("*.ipynb"))
+    assert present == sorted(PLANNED), "book/chapters must hold exactly the planned chapters"
+    for name in PLANNED:
+        notebook = _chapter(name)
+        code = [c for c in notebook.cells if c.cell_type == "code"]
+        assert all(c.execution_count for c in code), f"{name}: a code cell was not executed"
+        for cell in code:
+            for output in cell.get("outputs", []):
+                assert output.get("output_type") != "error", f"{name}: {output.get('ename')}"
+        params = injected_parameters(notebook)
+        if "data_dir" in params:
+            assert not Path(params["data_dir"]).is_absolute(), f"{name}: machine path shown"
+
+
+def test_edition_sources_match_the_notebooks():
+    """The edition was executed from today's sources (prose and code unchanged)."""
+    for run in bookrunner._plan_for(REPO_ROOT, None):
+        source = nbformat.read(REPO_ROOT / "notebooks" / f"{run.source}.ipynb", as_version=4)
+        executed = _chapter(run.output)
+        body = [
+            c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])
+        ]
+        assert [c.source for c in body] == [c.source for c in source.cells], (
+            f"{run.output} was executed from an older notebooks/{run.source}.ipynb: rebuild "
+            "the edition (`cxrlib book --profile cpu --data ../shared/cxr-real --out book`)"
+        )
+
+
+def test_reproducibility_page_names_profile_real_data_and_a_commit_of_this_history():
+    text = (BOOK / "reproducibility.md").read_text()
+    assert "| profile | `cpu` (`book/params/cpu.yml`) |" in text
+    assert "cxr-real" in text, "the edition must be built on the real radiographs"
+    for name in PLANNED:
+        assert f"| {name} |" in text, f"no run time recorded for {name}"
+    commit = text.split("| git commit | `", 1)[1].split("`", 1)[0].split()[0]
+    found = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "cat-file", "-e", f"{commit}^{{commit}}"],
+        capture_output=True,
+    )
+    if found.returncode != 0 and not (REPO_ROOT / ".git" / "shallow").exists():
+        pytest.fail(f"the edition names commit {commit}, which is not in this history")
+
+
+def test_chapter1_numbers_are_what_the_code_computes(real_dir, tmp_path):
+    from cxrlib import datasets, explore, preprocess
+
+    notebook = _chapter("01_data_exploration")
+    shown = glued_values(notebook)
+    params = injected_parameters(notebook)
+    scan = datasets.scan_dataset(real_dir)
+    assert shown["n_images"] == scan.report.images
+    assert shown["n_masks"] == scan.report.masks
+    assert shown["n_without_mask"] == len(scan.report.images_without_mask)
+    assert shown["n_renamed"] == len(scan.report.renamed_masks)
+    arrays = preprocess.load_arrays(
+        scan.table, size=params["image_size"], cache_dir=tmp_path / "cache", progress=False
+    )
+    stats = explore.lung_statistics(scan.table, arrays.masks, arrays.has_mask)
+    summary = explore.lung_size_summary(stats)
+    for site in summary.index:
+        np.testing.assert_allclose(
+            shown[f"lung_{site}"], summary.loc[site, "mean_lung_fraction"], rtol=1e-9
+        )
+    comparison = explore.compare_sites(stats)
+    np.testing.assert_allclose(shown["ratio_lung"], comparison["ratio"], rtol=1e-9)
