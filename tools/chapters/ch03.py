@@ -36,8 +36,9 @@ the `model` parameter chooses which. We
 | Dice coefficient and intersection over union (IoU) | helpful (defined below) |
 
 - **Time to run**: about a minute per architecture on a laptop CPU with the default (smoke)
-  parameters; the `cpu` profile trains on the real radiographs in about ten minutes per
-  architecture on two cores; the `gpu` profile trains the original networks at 256 x 256.
+  parameters; the `cpu` profile trains the CPU recipe on the real radiographs in minutes per
+  architecture on two cores (the run time of every chapter is on the {doc}`../reproducibility`
+  page); the `gpu` profile trains the original networks at 256 x 256.
 - **Hardware**: any CPU; a GPU is optional (see the GPU recipe at the end).
 """,
     ),
@@ -62,6 +63,8 @@ filters = [16, 16, 32, 64]  # filters per level; "recipe": the CPU recipe; None:
 epochs = 10  # maximum number of epochs (early stopping may end sooner)
 batch_size = 8
 precision = "float32"  # "float32", "mixed_bfloat16", "mixed_float16" or "auto"
+lr_schedule = "plateau"  # "plateau" (lower the rate when stuck) or "cosine" (the CPU recipe)
+patience = 6  # early stopping: epochs without a better validation Dice
 n_cases = 2  # best and worst test cases shown
 seed = 0
 overwrite = True  # replace a model in run_dir trained with other parameters or data
@@ -83,6 +86,8 @@ config = seg_runs.segmentation_config(
     epochs=epochs,
     batch_size=batch_size,
     precision=precision,
+    lr_schedule=lr_schedule,
+    patience=patience,
     seed=seed,
 )
 model_name = seg_runs.MODEL_NAMES[config.model]
@@ -248,7 +253,11 @@ dot marks the epoch whose weights were kept (best validation Dice).
 The figure above shows the training. The best validation Dice,
 {glue:text}`best_val_dice:.3f`, was reached at epoch {glue:text}`best_epoch` of
 {glue:text}`epochs`; training took {glue:text}`train_minutes:.1f` minutes at about
-{glue:text}`train_images_per_s:.0f` training images per second. The training Dice is measured
+{glue:text}`train_images_per_s:.0f` training images per second. The learning rate follows
+the `lr_schedule` parameter: `"plateau"` lowers it when the validation Dice stops improving,
+`"cosine"` (the CPU recipe, what `cxrlib train-seg` trains by default) lets it fall smoothly
+to a small floor by the last epoch; here it ended at {glue:text}`final_learning_rate:.1e`.
+The training Dice is measured
 on augmented images while the weights change during the epoch, so it can lie below the
 validation Dice early on. The validation set is small: its Dice jumps from epoch to epoch,
 which is why the final scores come from the separate test set, with confidence intervals.

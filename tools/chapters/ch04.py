@@ -56,6 +56,8 @@ filters = [16, 16, 32, 64]  # filters per level; "recipe": the CPU recipe; None:
 epochs = 10
 batch_size = 8
 precision = "float32"  # "float32", "mixed_bfloat16", "mixed_float16" or "auto"
+lr_schedule = "plateau"  # "plateau" (lower the rate when stuck) or "cosine" (the CPU recipe)
+patience = 6  # early stopping: epochs without a better validation Dice
 cross_site_models = ["unet", "resunet"]  # architectures in the cross-site experiment
 cross_site_epochs = None  # epochs of the cross-site models; None: those of chapter 03
 n_cases = 2  # best and worst test cases shown per model
@@ -84,6 +86,8 @@ results = seg_runs.find_chapter_runs(
     epochs=epochs,
     batch_size=batch_size,
     precision=precision,
+    lr_schedule=lr_schedule,
+    patience=patience,
     seed=seed,
 )
 print("data:", "synthetic phantoms" if workspace.is_phantom_folder(data_path) else data_path.name)
