@@ -185,31 +185,15 @@ def validate_profile(root: Path, profile: Mapping[str, Any], plan: Iterable[Note
 
 
 def portable_path(path: Path | str, root: Path) -> str:
-    """``path`` as a reader would type it from the repository root.
+    """``path`` as typed from the repository root (:func:`cxrlib.workspace.display_path`).
 
-    Paths inside ``root`` or in a folder next to it (``../shared/cxr-real``) come back
-    relative to ``root``; anything further away stays absolute. The executed notebooks and
-    the reproducibility page show these, so the published edition does not carry the build
-    machine's folder layout.
-
-    Parameters
-    ----------
-    path
-        Any path; resolved before comparing.
-    root
-        The repository root (the notebooks run with it as working directory).
-
-    Returns
-    -------
-    str
-        ``runs/cpu/03b_resunet_training``, ``../shared/cxr-real`` or an absolute path.
+    The notebooks run with ``root`` as working directory, so the executed chapters and the
+    reproducibility page show ``runs/cpu/...`` and ``../shared/cxr-real``, not the build
+    machine's folders.
     """
-    resolved = Path(path).resolve()
-    relative = Path(os.path.relpath(resolved, Path(root).resolve()))
-    ups = sum(1 for part in relative.parts if part == os.pardir)
-    if ups == 0 or (ups == 1 and len(relative.parts) > 1):
-        return relative.as_posix()
-    return str(resolved)
+    from cxrlib.workspace import display_path
+
+    return display_path(path, root)
 
 
 def execute_notebook(

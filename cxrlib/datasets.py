@@ -48,6 +48,7 @@ from cxrlib.errors import CxrlibError
 from cxrlib.imageio import DICOM_SUFFIXES, is_image_file
 from cxrlib.naming import SITES, ParsedName, parse_generic_name, parse_name
 from cxrlib.readings import ReadingError, read_reading_file
+from cxrlib.workspace import display_path
 
 __all__ = [
     "LAYOUTS",
@@ -59,6 +60,7 @@ __all__ = [
     "ScanReport",
     "SkippedFile",
     "empty_table",
+    "relative_paths",
     "scan_dataset",
 ]
 
@@ -268,7 +270,7 @@ class ScanReport:
             for site, counts in self.by_site.items()
         )
         lines = [
-            f"dataset: {self.root}",
+            f"dataset: {display_path(self.root)}",
             f"layouts: {', '.join(self.layouts) or 'none'}",
             f"radiographs: {self.images} ({sites})",
             f"masks: {self.masks} paired ({len(self.renamed_masks)} renamed), "
@@ -301,6 +303,41 @@ class DatasetScan(NamedTuple):
 
 def _pretty_label(label: str) -> str:
     return "TB" if label == "tb" else label
+
+
+def relative_paths(table: pd.DataFrame, root: str | os.PathLike[str]) -> pd.DataFrame:
+    """A copy of a dataset table with ``image_path`` and ``mask_path`` relative to ``root``.
+
+    For display: ``Lung Segmentation/CXR_png/MCUCXR_0001_0.png`` reads better than the full
+    path on the machine that scanned the folder. A mask given as a left/right pair becomes a
+    tuple of relative paths; missing masks stay missing.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A table from :func:`scan_dataset` (columns :data:`TABLE_COLUMNS`).
+    root : path
+        The folder that was scanned.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A new table; ``table`` is not changed.
+    """
+    base = Path(root).resolve()
+
+    def relative(value: Any) -> Any:
+        if value is None or (isinstance(value, float) and value != value):
+            return value
+        if isinstance(value, list | tuple):
+            return tuple(relative(item) for item in value)
+        return Path(os.path.relpath(Path(value).resolve(), base)).as_posix()
+
+    shown = table.copy()
+    for column in ("image_path", "mask_path"):
+        if column in shown:
+            shown[column] = shown[column].map(relative)
+    return shown
 
 
 def empty_table() -> pd.DataFrame:

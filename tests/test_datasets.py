@@ -20,6 +20,7 @@ from cxrlib.datasets import (
     DatasetScan,
     ScanReport,
     empty_table,
+    relative_paths,
     scan_dataset,
 )
 from cxrlib.imageio import read_mask, write_mask_png, write_png
@@ -614,3 +615,27 @@ def test_real_development_set() -> None:
     row = _row(table, "CHNCXR_0002_0")
     assert Path(row["mask_path"]).name == "CHNCXR_0002_0_mask.png"
     assert read_mask(row["mask_path"]).shape == (512, 512)
+
+
+def test_relative_paths_for_display_keep_pairs_and_missing_masks(tmp_path):
+    folder = _make_montgomery(tmp_path)
+    table = scan_dataset(folder, progress=False).table
+    shown = relative_paths(table, folder)
+    assert table["image_path"].iloc[0] != shown["image_path"].iloc[0], "the input was changed"
+    row = shown.set_index("id").loc["MCUCXR_0001_0"]
+    assert row["image_path"] == "CXR_png/MCUCXR_0001_0.png"
+    pair = row["mask_path"]
+    assert isinstance(pair, tuple) and len(pair) == 2
+    assert {
+        "ManualMask/leftMask/MCUCXR_0001_0.png",
+        "ManualMask/rightMask/MCUCXR_0001_0.png",
+    } == set(pair)
+    assert shown.set_index("id").loc["MCUCXR_0003_0", "mask_path"] is None
+    assert list(shown.columns) == list(table.columns)
+
+
+def test_summary_shows_the_dataset_relative_to_the_working_directory(tmp_path, monkeypatch):
+    folder = _make_montgomery(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    summary = scan_dataset(folder, progress=False).report.summary()
+    assert summary.splitlines()[0] == "dataset: MontgomerySet"

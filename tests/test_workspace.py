@@ -37,3 +37,14 @@ def test_real_data_dir_from_environment(tmp_path, monkeypatch):
     assert workspace.real_data_dir() is None
     monkeypatch.delenv("CXR_REAL_DIR")
     assert workspace.real_data_dir() is None
+
+
+def test_display_path_relative_from_working_directory_or_absolute(tmp_path, monkeypatch):
+    root = tmp_path / "work" / "main"
+    (root / "runs").mkdir(parents=True)
+    monkeypatch.chdir(root)
+    assert workspace.display_path(root / "runs" / "cpu") == "runs/cpu"
+    assert workspace.display_path(tmp_path / "work" / "shared") == "../shared"
+    far = tmp_path / "elsewhere"
+    assert workspace.display_path(far) == str(far.resolve())
+    assert workspace.display_path(root / "runs", start=tmp_path / "work") == "main/runs"
