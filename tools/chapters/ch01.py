@@ -99,7 +99,7 @@ glue("n_masks", report.masks, display=False)
 glue("n_without_mask", len(report.images_without_mask), display=False)
 glue("n_renamed", len(report.renamed_masks), display=False)
 glue("n_skipped", len(report.skipped), display=False)
-scan.table.head()
+datasets.relative_paths(scan.table, data_path).head()  # paths shown relative to the folder
 """,
     ),
     (

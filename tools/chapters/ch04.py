@@ -352,13 +352,15 @@ hospital's own model does better there. For comparison, the same network trained
 
 How to read this. The own-site scores rest on a small test split, the cross-site scores on all
 radiographs of the other site, so the intervals differ in width. The training sets differ in
-size too (Shenzhen has about twice as many radiographs with masks as Montgomery), which alone
-can make the Shenzhen model the better one everywhere. A model that does clearly worse at the
-other hospital has learned something specific to its own: lung size and position in the
-frame, exposure, the patient population, even the style of the reference masks. The phantoms
-imitate some of these differences (lung size, exposure, body habitus, markers), so they show
-the effect too, although its size on real radiographs can differ. The lesson carries over:
-train on radiographs from every site where the model will be used, and test at each of them.
+size too (here {glue:text}`xs_shenzhen_to_shenzhen_n_train` Shenzhen against
+{glue:text}`xs_montgomery_to_montgomery_n_train` Montgomery training radiographs), which alone
+can make the model of the larger site the better one everywhere. A model that does clearly
+worse at the other hospital has learned something specific to its own: lung size and position
+in the frame, exposure, the patient population, even the style of the reference masks. The
+phantoms imitate some of these differences (lung size, exposure, body habitus, markers), so
+they show the effect too, although its size on real radiographs can differ. The lesson carries
+over: train on radiographs from every site where the model will be used, and test at each of
+them.
 
 ## Against the reference numbers
 

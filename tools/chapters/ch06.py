@@ -90,7 +90,7 @@ config = tb_pipeline.TBConfig(
     n_repeats=n_repeats,
 )
 print("data:", "synthetic phantoms" if using_phantoms else data_path.name)
-print("segmentation model:", seg_path or "trained in this chapter")
+print("segmentation model:", workspace.display_path(seg_path) if seg_path else "trained here")
 """,
     ),
     (
