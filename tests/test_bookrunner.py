@@ -191,7 +191,8 @@ def test_build_records_the_commit_read_before_the_notebooks_ran(tmp_path, repo_r
     assert "| 01_data_exploration | 1.5 |" in text
     ((name, parameters, cwd),) = ran
     assert name == "01_data_exploration" and cwd == repo_root
-    assert parameters["data_dir"] == str(data.resolve())  # far from the repository: absolute
+    assert parameters["data_dir"] == bookrunner.portable_path(data, repo_root)
+    assert (repo_root / parameters["data_dir"]).resolve() == data.resolve()
 
 
 def test_jupyter_book_writes_into_the_book_folder(tmp_path, repo_root, monkeypatch):

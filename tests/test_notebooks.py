@@ -132,7 +132,9 @@ def test_smoke_book_deterministic_cells_with_nbval(smoke_book):
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
     command += ["--nbval-sanitize-with", str(sanitize), *map(str, _executed(book_dir))]
     env = dict(os.environ, MPLBACKEND="Agg")
-    result = subprocess.run(command, capture_output=True, text=True, cwd=book_dir, env=env)
+    # nbval re-executes each chapter: from the repository root, like `cxrlib book` did, so
+    # the relative data_dir/run_dir the runner injected resolve the same way.
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
 
