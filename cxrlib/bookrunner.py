@@ -383,6 +383,7 @@ def build_book(
     progress: bool = True,
     root: Path | None = None,
     runs_dir: Path | str | None = None,
+    relative_paths: bool = True,
 ) -> Path:
     """Execute the notebooks of ``profile`` and build the HTML book.
 
@@ -404,6 +405,12 @@ def build_book(
     runs_dir
         Folder for generated data, models and other run outputs; defaults to
         ``runs/<profile>`` in the repository.
+    relative_paths
+        Give the notebooks ``data_dir``/``run_dir`` relative to the repository root where
+        they can be (:func:`portable_path`; the notebooks run from the root), so the
+        published chapters show ``../shared/cxr-real``. False gives absolute paths, for
+        executed chapters that will be re-run from another folder (nbval starts each
+        kernel in the notebook's own folder).
 
     Returns
     -------
@@ -451,6 +458,10 @@ def build_book(
         rebuild_command += f" --data {portable_path(data_path, root)}"
     if out_dir is not None:
         rebuild_command += f" --out {portable_path(book_dir, root)}"
+
+    def shown(path: Path) -> str:
+        return portable_path(path, root) if relative_paths else str(Path(path).resolve())
+
     timings: dict[str, float] = {}
     per_notebook = settings.get("notebooks") or {}
     bar = tqdm(plan, desc="notebooks", unit="nb", disable=not progress)
@@ -463,11 +474,11 @@ def build_book(
         # Paths are given relative to the repository root where they can be (the notebooks
         # run there), so the executed chapters read like a reader's own run.
         if "data_dir" in declared:
-            params["data_dir"] = portable_path(data_path, root)
+            params["data_dir"] = shown(data_path)
         if "run_dir" in declared:
-            params["run_dir"] = portable_path(runs_root / run.output, root)
+            params["run_dir"] = shown(runs_root / run.output)
         if "runs_root" in declared:
-            params["runs_root"] = portable_path(runs_root, root)
+            params["runs_root"] = shown(runs_root)
         output = book_dir / "chapters" / f"{run.output}.ipynb"
         timings[run.output] = execute_notebook(source, output, params, cwd=root, progress=False)
     write_reproducibility_page(

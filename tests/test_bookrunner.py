@@ -193,6 +193,19 @@ def test_build_records_the_commit_read_before_the_notebooks_ran(tmp_path, repo_r
     assert name == "01_data_exploration" and cwd == repo_root
     assert parameters["data_dir"] == bookrunner.portable_path(data, repo_root)
     assert (repo_root / parameters["data_dir"]).resolve() == data.resolve()
+    ran.clear()
+    bookrunner.build_book(
+        profile="smoke",
+        data_dir=data,
+        out_dir=tmp_path / "book",
+        runs_dir=tmp_path / "runs",
+        notebooks=["01_data_exploration"],
+        skip_build=True,
+        progress=False,
+        root=repo_root,
+        relative_paths=False,
+    )
+    assert ran[0][1]["data_dir"] == str(data.resolve())
 
 
 def test_jupyter_book_writes_into_the_book_folder(tmp_path, repo_root, monkeypatch):

@@ -95,6 +95,7 @@ def smoke_book(tmp_path_factory):
         runs_dir=base / "runs",
         progress=False,
         root=REPO_ROOT,
+        relative_paths=False,  # nbval re-runs each chapter from the chapter's own folder
     )
     return base / "book", html
 
@@ -132,9 +133,7 @@ def test_smoke_book_deterministic_cells_with_nbval(smoke_book):
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
     command += ["--nbval-sanitize-with", str(sanitize), *map(str, _executed(book_dir))]
     env = dict(os.environ, MPLBACKEND="Agg")
-    # nbval re-executes each chapter: from the repository root, like `cxrlib book` did, so
-    # the relative data_dir/run_dir the runner injected resolve the same way.
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=book_dir, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in result.stdout
 
