@@ -176,17 +176,21 @@ def test_build_records_the_commit_read_before_the_notebooks_ran(tmp_path, repo_r
     monkeypatch.setattr(bookrunner, "execute_notebook", fake_execute)
     data = tmp_path / "data"
     data.mkdir()
-    book = bookrunner.build_book(
-        profile="smoke",
-        data_dir=data,
-        out_dir=tmp_path / "book",
-        runs_dir=tmp_path / "runs",
-        notebooks=["01_data_exploration"],
-        skip_build=True,
-        progress=False,
-        root=repo_root,
-    )
-    text = (book / "reproducibility.md").read_text()
+
+    def build(**options):
+        return bookrunner.build_book(
+            profile="smoke",
+            data_dir=data,
+            out_dir=tmp_path / "book",
+            runs_dir=tmp_path / "runs",
+            notebooks=["01_data_exploration"],
+            skip_build=True,
+            progress=False,
+            root=repo_root,
+            **options,
+        )
+
+    text = (build() / "reproducibility.md").read_text()
     assert "| git commit | `abc1234` |" in text
     assert "| 01_data_exploration | 1.5 |" in text
     ((name, parameters, cwd),) = ran
@@ -194,17 +198,7 @@ def test_build_records_the_commit_read_before_the_notebooks_ran(tmp_path, repo_r
     assert parameters["data_dir"] == bookrunner.portable_path(data, repo_root)
     assert (repo_root / parameters["data_dir"]).resolve() == data.resolve()
     ran.clear()
-    bookrunner.build_book(
-        profile="smoke",
-        data_dir=data,
-        out_dir=tmp_path / "book",
-        runs_dir=tmp_path / "runs",
-        notebooks=["01_data_exploration"],
-        skip_build=True,
-        progress=False,
-        root=repo_root,
-        relative_paths=False,
-    )
+    build(relative_paths=False)
     assert ran[0][1]["data_dir"] == str(data.resolve())
 
 
