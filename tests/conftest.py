@@ -29,3 +29,14 @@ def real_dir() -> Path:
     if not (path / "Lung Segmentation").is_dir():
         pytest.skip(f"CXR_REAL_DIR={path} has no 'Lung Segmentation' folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def phantom_table(tmp_path_factory):
+    """The table of 16 phantoms at 64 px (compilation layout, seed 0), made once per session."""
+    from cxrlib.datasets import scan_dataset
+    from cxrlib.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("phantoms16")
+    write_dataset(root, n=16, size=64, seed=0, progress=False, n_jobs=1)
+    return scan_dataset(root).table

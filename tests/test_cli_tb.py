@@ -6,30 +6,15 @@ import json
 import shutil
 from pathlib import Path
 
-import keras
 import pandas as pd
 import pytest
+from standins import save_standin_model
 
 from cxrlib import tb_pipeline
 from cxrlib.cli import build_parser, main
 from cxrlib.synthetic import write_dataset
 
 FAST = ["--image-size", "64", "--splits", "2", "--repeats", "1"]
-
-
-def save_standin_model(path: Path, size: int = 32) -> Path:
-    """A deterministic 'segmentation model': sigmoid(-40 (x - 0.35)), dark pixels are lung."""
-    inputs = keras.Input((size, size, 1))
-    outputs = keras.layers.Conv2D(
-        1,
-        1,
-        activation="sigmoid",
-        kernel_initializer=keras.initializers.Constant(-40.0),
-        bias_initializer=keras.initializers.Constant(40.0 * 0.35),
-    )(inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keras.Model(inputs, outputs).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")

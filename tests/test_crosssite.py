@@ -8,8 +8,6 @@ import pandas as pd
 import pytest
 
 from cxrlib import crosssite
-from cxrlib.datasets import scan_dataset
-from cxrlib.synthetic import write_dataset
 from cxrlib.train import TrainConfig
 
 SITES = ("montgomery", "shenzhen")
@@ -25,10 +23,8 @@ TINY = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory) -> pd.DataFrame:
-    root = tmp_path_factory.mktemp("phantoms")
-    write_dataset(root, n=16, size=64, seed=0, progress=False, n_jobs=1)
-    return scan_dataset(root).table
+def table(phantom_table) -> pd.DataFrame:
+    return phantom_table.copy()
 
 
 @pytest.fixture(scope="module")

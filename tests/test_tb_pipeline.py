@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
+from standins import save_standin_model
 
 from cxrlib import tb_pipeline as tb
 from cxrlib.imageio import write_png
@@ -24,21 +24,6 @@ from cxrlib.synthetic import write_dataset
 
 SIZE = 64  # feature size of the tests
 FAST = {"image_size": SIZE, "n_splits": 2, "n_repeats": 1}
-
-
-def save_standin_model(path: Path, size: int = 32) -> Path:
-    """A deterministic 'segmentation model': sigmoid(-40 (x - 0.35)), dark pixels are lung."""
-    inputs = keras.Input((size, size, 1))
-    outputs = keras.layers.Conv2D(
-        1,
-        1,
-        activation="sigmoid",
-        kernel_initializer=keras.initializers.Constant(-40.0),
-        bias_initializer=keras.initializers.Constant(40.0 * 0.35),
-    )(inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    keras.Model(inputs, outputs).save(path)
-    return path
 
 
 @pytest.fixture(scope="module")
