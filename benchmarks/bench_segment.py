@@ -63,7 +63,7 @@ def _build_and_save(path: Path, size: int, filters: tuple[int, ...] | None, prec
     import keras
 
     from cxrlib.models import build_model
-    from cxrlib.train import precision_scope
+    from cxrlib.precision import precision_scope
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)

@@ -66,7 +66,7 @@ def bench_architecture(name: str, precision: str, args: argparse.Namespace) -> d
 
     from cxrlib.losses import get_loss
     from cxrlib.models import build_model
-    from cxrlib.train import precision_scope
+    from cxrlib.precision import precision_scope
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
@@ -96,7 +96,8 @@ def bench_recipe(args: argparse.Namespace) -> dict:
 
     from cxrlib.losses import get_loss
     from cxrlib.models import build_model
-    from cxrlib.train import cpu_recipe, precision_scope
+    from cxrlib.precision import precision_scope
+    from cxrlib.train import cpu_recipe
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)

@@ -12,7 +12,7 @@ def keras_environment() -> str:
     """
     import keras
 
-    from cxrlib.train import cpu_supports_bf16
+    from cxrlib.precision import cpu_supports_bf16
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")

@@ -3,8 +3,8 @@
 ``cxrlib train-seg DATA_DIR --out RUN_DIR`` trains (or reuses) a model with
 :func:`cxrlib.train.train_segmentation`; its defaults are the book's CPU recipe
 (:func:`cxrlib.train.cpu_recipe`): a width-reduced ResUNet (filters
-16-16-32-64-128) at 128 x 128 in mixed bfloat16, 30 epochs of batch 8 with a
-cosine learning-rate decay.
+16-16-32-64-128) at 128 x 128 in the fastest precision of the machine (``auto``),
+30 epochs of batch 8 with a cosine learning-rate decay.
 ``--filters original`` trains the architecture's original filters.
 
 ``cxrlib segment MODEL IMAGES_DIR OUT_DIR`` segments a folder with
@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from cxrlib.cli_args import existing_folder, positive_int, show_progress
-from cxrlib.train import CPU_RECIPE_FILTERS, MODELS, PRECISIONS, TrainConfig, cpu_recipe
+from cxrlib.precision import PRECISION_CHOICES
+from cxrlib.train import CPU_RECIPE_FILTERS, MODELS, TrainConfig, cpu_recipe
 
 __all__ = ["register", "parse_filters"]
 
@@ -82,7 +83,10 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
         progress=show_progress(args),
     )
     verb = "trained" if result.trained else "reused (same configuration and data)"
-    print(f"{result.config.model} {verb}: {result.model_path} ({result.epochs_run} epochs)")
+    print(
+        f"{result.config.model} {verb}: {result.model_path} ({result.epochs_run} epochs, "
+        f"precision {result.config.precision})"
+    )
     if result.timings.get("train_images_per_s"):
         when = "" if result.trained else " (when it was trained)"
         print(
@@ -131,9 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "metrics.json (validation and test Dice/IoU/HD95 per site with 95% CIs) into "
             "--out. A second run with the same settings and data reuses the model. The "
             "defaults are the CPU recipe: a width-reduced ResUNet (16-16-32-64-128) at "
-            "128x128 in mixed_bfloat16, 30 epochs of batch 8, cosine learning-rate decay "
-            "(about 16 min on 2 AVX512_BF16 cores for the real development set; test Dice "
-            "0.956 at 512x512)."
+            "128x128 in the fastest precision of this CPU (auto), 30 epochs of batch 8, "
+            "cosine learning-rate decay (about 16 min on 2 AVX512_BF16 cores for the real "
+            "development set; test Dice 0.956 at 512x512)."
         ),
     )
     train.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="dataset folder")
@@ -162,9 +166,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=PRECISION_CHOICES,
         default=None,
-        help=f"({_RECIPE.precision}; use float32 on CPUs without AVX512_BF16/AMX)",
+        help=(
+            "auto: mixed_float16 on a GPU, mixed_bfloat16 on CPUs with AVX512_BF16/AMX, "
+            f"float32 elsewhere (auto; here: {_RECIPE.precision})"
+        ),
     )
     train.add_argument("--seed", type=int, default=None, help=f"({_RECIPE.seed})")
     train.add_argument(
@@ -210,9 +217,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--batch-size", type=positive_int, default=16, help="(16)")
     seg.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=PRECISION_CHOICES,
         default=None,
-        help="inference precision (default: as the model was trained)",
+        help=(
+            "inference precision (default: as the model was trained, but float32 for a "
+            "bfloat16 model on a CPU without native bfloat16)"
+        ),
     )
     seg.add_argument("--no-postprocess", action="store_true", help="keep raw thresholded masks")
     seg.add_argument("--no-overlays", action="store_true", help="do not write overlays")

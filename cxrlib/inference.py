@@ -52,6 +52,7 @@ from tqdm.auto import tqdm
 
 from cxrlib.errors import CxrlibError
 from cxrlib.imageio import ImageReadError, atomic_write_bytes, is_image_file, read_image
+from cxrlib.precision import resolve_precision, runnable_precision
 
 __all__ = [
     "ModelFileError",
@@ -67,7 +68,6 @@ __all__ = [
     "segment_folder",
 ]
 
-_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 _SIGMOIDS = ("sigmoid", "hard_sigmoid")
 LUNGS_COLUMNS = (
     "file",
@@ -161,7 +161,20 @@ def load_segmentation_model(path: str | os.PathLike[str]) -> Any:
     if not isinstance(model, keras.Model):
         raise ModelFileError(f"{path}: holds a {type(model).__name__}, not a keras.Model")
     _check_segmentation_model(model, path)
+    saved = saved_precision(model)
+    if runnable_precision(saved) != saved:
+        set_model_precision(model, runnable_precision(saved))
     return model
+
+
+def saved_precision(model: Any) -> str:
+    """The dtype policy of the model's first computing layer (what it was trained in)."""
+    import keras
+
+    for layer in model.layers[:-1]:
+        if not isinstance(layer, keras.layers.InputLayer):
+            return layer.dtype_policy.name
+    return "float32"
 
 
 def model_input_size(model: Any) -> tuple[int, int]:
@@ -179,10 +192,10 @@ def set_model_precision(model: Any, precision: str) -> None:
     Parameters
     ----------
     model : keras.Model
-    precision : {"float32", "mixed_bfloat16", "mixed_float16"}
+    precision : {"float32", "mixed_bfloat16", "mixed_float16", "auto"}
+        ``"auto"``: the fastest for this machine (:func:`cxrlib.precision.resolve_precision`).
     """
-    if precision not in _PRECISIONS:
-        raise ValueError(f"precision must be one of {_PRECISIONS}, got {precision!r}")
+    precision = resolve_precision(precision)
     import keras
 
     for layer in model.layers[:-1]:

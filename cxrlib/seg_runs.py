@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.errors import CxrlibError
+from cxrlib.precision import resolve_precision
 from cxrlib.train import (
     CPU_RECIPE_FILTERS,
     TrainConfig,
@@ -99,53 +100,6 @@ class RunNotFoundError(CxrlibError, FileNotFoundError):
 # --------------------------------------------------------------------------- config
 
 
-def _has_gpu() -> bool:
-    """Whether the Keras backend sees a GPU (TensorFlow, PyTorch or JAX)."""
-    import keras
-
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return bool(tf.config.list_physical_devices("GPU"))
-        if backend == "torch":
-            import torch
-
-            return bool(torch.cuda.is_available())
-        if backend == "jax":
-            import jax
-
-            return jax.default_backend() == "gpu"
-    except ImportError:  # pragma: no cover - backend package missing
-        return False
-    return False
-
-
-def resolve_precision(precision: str) -> str:
-    """Return a Keras dtype policy; ``"auto"`` picks the fastest for this machine.
-
-    Parameters
-    ----------
-    precision : {"auto", "float32", "mixed_bfloat16", "mixed_float16"}
-        ``"auto"``: ``"mixed_float16"`` with a GPU, ``"mixed_bfloat16"`` on a CPU
-        with native bfloat16 (AVX512_BF16 or AMX), else ``"float32"``.
-
-    Returns
-    -------
-    str
-    """
-    from cxrlib.train import PRECISIONS, cpu_supports_bf16
-
-    if precision == "auto":
-        if _has_gpu():
-            return "mixed_float16"
-        return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
-    return precision
-
-
 def segmentation_config(
     model: str,
     *,
@@ -153,7 +107,7 @@ def segmentation_config(
     filters: Sequence[int] | str | None,
     epochs: int,
     batch_size: int,
-    precision: str = "float32",
+    precision: str = "auto",
     seed: int = 0,
     **overrides: Any,
 ) -> TrainConfig:
@@ -168,8 +122,8 @@ def segmentation_config(
         Filters per level; ``"recipe"``: the CPU recipe's width-reduced filters
         (:data:`cxrlib.train.CPU_RECIPE_FILTERS`); None: the original filters.
     epochs, batch_size, seed : int
-    precision : str, default "float32"
-        See :func:`resolve_precision` (``"auto"`` allowed).
+    precision : str, default "auto"
+        See :func:`cxrlib.precision.resolve_precision`.
     **overrides
         Any other :class:`~cxrlib.train.TrainConfig` field (``learning_rate``,
         ``lr_schedule``, ``patience``, ...).

@@ -63,10 +63,10 @@ def test_every_profile_key_is_a_notebook_parameter(profile):
 @pytest.mark.parametrize("chapter", ["03a_unet_training", "03b_resunet_training"])
 def test_cpu_profile_trains_exactly_the_cpu_recipe(chapter, monkeypatch):
     """The published edition's segmentation runs are what `cxrlib train-seg` trains."""
-    from cxrlib import seg_runs, train
+    from cxrlib import precision, seg_runs, train
 
-    monkeypatch.setattr(train, "cpu_supports_bf16", lambda: True)
-    monkeypatch.setattr(seg_runs, "_has_gpu", lambda: False)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(precision, "has_gpu", lambda: False)
     settings = bookrunner.load_profile(REPO_ROOT, "cpu")["notebooks"][chapter]
     run = next(r for r in bookrunner.BOOK_PLAN if r.output == chapter)
     keys = ("img_size", "filters", "epochs", "batch_size", "precision", "lr_schedule", "patience")

@@ -10,7 +10,7 @@ import pytest
 
 from cxrlib import seg_runs
 from cxrlib.models import RESUNET_PARAMS_256, UNET_PARAMS_256
-from cxrlib.train import CPU_RECIPE_FILTERS, PRECISIONS, TrainConfig
+from cxrlib.train import CPU_RECIPE_FILTERS, TrainConfig
 
 TINY = TrainConfig(
     model="unet",
@@ -53,13 +53,6 @@ def test_config_resolves_recipe_original_and_explicit_filters():
     assert explicit.lr_schedule == "cosine"
     with pytest.raises(ValueError, match="filters"):
         seg_runs.segmentation_config("unet", filters="small", **common)
-
-
-def test_precision_auto_picks_a_valid_policy_and_bad_values_fail():
-    assert seg_runs.resolve_precision("auto") in PRECISIONS
-    assert seg_runs.resolve_precision("float32") == "float32"
-    with pytest.raises(ValueError, match="precision"):
-        seg_runs.resolve_precision("half")
 
 
 # ------------------------------------------------------------------ runs

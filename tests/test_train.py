@@ -14,6 +14,7 @@ import pytest
 
 from cxrlib import train
 from cxrlib.imageio import write_png
+from cxrlib.precision import resolve_precision
 from cxrlib.train import RunDirError, TrainConfig, train_segmentation
 
 SITES = {"MC": "montgomery", "CHN": "shenzhen"}
@@ -52,11 +53,12 @@ TINY = {
 
 def test_defaults_and_the_cpu_recipe():
     config = TrainConfig()
-    assert (config.model, config.img_size, config.precision) == ("resunet", 128, "float32")
+    assert (config.model, config.img_size) == ("resunet", 128)
+    assert config.precision == resolve_precision("auto")
     assert config.resolved_filters == (16, 32, 64, 128, 256)
     assert TrainConfig(model="unet").resolved_filters == (32, 64, 128, 256, 512)
     recipe = train.cpu_recipe()
-    assert recipe.precision == "mixed_bfloat16" and recipe.img_size == 128
+    assert recipe.precision == resolve_precision("auto") and recipe.img_size == 128
     assert recipe.resolved_filters == (16, 16, 32, 64, 128)
     assert (recipe.lr_schedule, recipe.epochs, recipe.patience) == ("cosine", 30, 10)
     assert train.cpu_recipe("unet", epochs=3).resolved_filters == (16, 32, 64, 128, 256)

@@ -1,0 +1,68 @@
+"""Precision detection: ``auto`` picks the fastest policy of the machine."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cxrlib import precision
+from cxrlib.precision import PRECISIONS, resolve_precision, runnable_precision
+from cxrlib.train import TrainConfig, cpu_recipe
+
+
+@pytest.mark.parametrize(
+    ("gpu", "bf16", "expected"),
+    [
+        (True, False, "mixed_float16"),
+        (True, True, "mixed_float16"),
+        (False, True, "mixed_bfloat16"),
+        (False, False, "float32"),
+        (False, None, "float32"),  # not Linux: cannot tell, take the safe choice
+    ],
+)
+def test_auto_follows_the_hardware(monkeypatch, gpu, bf16, expected):
+    monkeypatch.setattr(precision, "has_gpu", lambda: gpu)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: bf16)
+    assert resolve_precision("auto") == expected
+    # recipes and configs store the resolved policy, never "auto"
+    assert cpu_recipe("resunet").precision == expected
+    assert TrainConfig().precision == expected
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).precision == expected
+
+
+def test_explicit_policies_pass_and_bad_values_fail():
+    for policy in PRECISIONS:
+        assert resolve_precision(policy) == policy
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("half")
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="float16")
+
+
+def test_bf16_models_run_in_float32_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.setattr(precision, "has_gpu", lambda: False)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    assert runnable_precision("mixed_bfloat16") == "float32"
+    assert runnable_precision("float32") == "float32"
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert runnable_precision("mixed_bfloat16") == "mixed_bfloat16"
+
+
+def test_a_bf16_model_loads_and_predicts_in_float32_without_native_bf16(tmp_path, monkeypatch):
+    from cxrlib.inference import load_segmentation_model, predict_masks, saved_precision
+    from cxrlib.models import build_model
+
+    with precision.precision_scope("mixed_bfloat16"):
+        model = build_model("unet", input_shape=(32, 32, 1), filters=(4, 8))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    monkeypatch.setattr(precision, "has_gpu", lambda: False)
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    loaded = load_segmentation_model(path)
+    assert saved_precision(loaded) == "float32"
+    probs = predict_masks(loaded, np.random.default_rng(0).random((2, 32, 32), np.float32))
+    assert probs.shape[:3] == (2, 32, 32) and np.isfinite(probs).all()
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
+    assert saved_precision(load_segmentation_model(path)) == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"
