@@ -38,7 +38,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from cxrlib.datasets import scan_dataset
+from cxrlib.data.datasets import scan_dataset
 from cxrlib.preprocess import load_arrays
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

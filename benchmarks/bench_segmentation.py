@@ -5,7 +5,7 @@ and each precision it times a few ``train_on_batch`` steps after warm-up (random
 images and masks at ``--img-size``, ``--batch-size``) and ``predict_on_batch`` on
 batches of ``--infer-batch-size``; the speed-up columns compare each row with the
 float32 row of the same architecture. A ``recipe:resunet`` row times the network
-of the CPU recipe (:func:`cxrlib.train.cpu_recipe`: width-reduced ResUNet, its
+of the CPU recipe (:func:`cxrlib.seg.train.cpu_recipe`: width-reduced ResUNet, its
 image size and precision), and ``--model-file`` adds the inference of a trained
 model file.
 
@@ -64,9 +64,9 @@ def bench_architecture(name: str, precision: str, args: argparse.Namespace) -> d
     """Train and inference images/s of one architecture in one precision."""
     import keras
 
-    from cxrlib.losses import get_loss
-    from cxrlib.models import build_model
     from cxrlib.precision import precision_scope
+    from cxrlib.seg.losses import get_loss
+    from cxrlib.seg.models import build_model
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
@@ -94,10 +94,10 @@ def bench_recipe(args: argparse.Namespace) -> dict:
     """Training and inference images/s of the CPU recipe's network (:func:`cpu_recipe`)."""
     import keras
 
-    from cxrlib.losses import get_loss
-    from cxrlib.models import build_model
     from cxrlib.precision import precision_scope
-    from cxrlib.train import cpu_recipe
+    from cxrlib.seg.losses import get_loss
+    from cxrlib.seg.models import build_model
+    from cxrlib.seg.train import cpu_recipe
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
@@ -126,7 +126,7 @@ def bench_model_file(path: Path, args: argparse.Namespace) -> dict:
     """Inference images/s of a trained model file, in the precision it was saved with."""
     import keras
 
-    from cxrlib.inference import load_segmentation_model, model_input_size
+    from cxrlib.seg.inference import load_segmentation_model, model_input_size
 
     keras.backend.clear_session()
     model = load_segmentation_model(path)

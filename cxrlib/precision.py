@@ -8,7 +8,7 @@
   emulated bfloat16 trains the U-Net about 11x slower than float32.
 
 The resolved policy is what a run stores in its ``config.json``; a model trained in one
-precision loads and predicts in any (:func:`cxrlib.inference.set_model_precision`).
+precision loads and predicts in any (:func:`cxrlib.seg.inference.set_model_precision`).
 """
 
 from __future__ import annotations

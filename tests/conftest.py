@@ -34,7 +34,7 @@ def real_dir() -> Path:
 @pytest.fixture(scope="session")
 def phantom_table(tmp_path_factory):
     """The table of 16 phantoms at 64 px (compilation layout, seed 0), made once per session."""
-    from cxrlib.datasets import scan_dataset
+    from cxrlib.data.datasets import scan_dataset
     from cxrlib.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("phantoms16")

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.augment: formulas, paired geometry, determinism, the PyDataset."""
+"""Tests for cxrlib.seg.augment: formulas, paired geometry, determinism, the PyDataset."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from cxrlib import augment
-from cxrlib.augment import AugmentationConfig, Augmenter
+from cxrlib.seg import augment
+from cxrlib.seg.augment import AugmentationConfig, Augmenter
 
 ONLY_GEOMETRY = AugmentationConfig(p_geometric=1.0, p_contrast_v1=0, p_contrast_v2=0, p_noise=0)
 NOTHING = AugmentationConfig(p_geometric=0, p_contrast_v1=0, p_contrast_v2=0, p_noise=0)
@@ -31,7 +31,7 @@ def _phantom(n=4, size=64, seed=0):
 
 
 def test_importing_augment_does_not_import_keras():
-    code = "import sys, cxrlib.augment; assert 'keras' not in sys.modules; print('ok')"
+    code = "import sys, cxrlib.seg.augment; assert 'keras' not in sys.modules; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
@@ -264,7 +264,7 @@ def test_sequence_shuffles_per_epoch_and_augments_deterministically(sequence_cls
 def test_sequence_refuses_leaks_and_bad_input(sequence_cls):
     images, masks = _phantom(4)
     ids = ["a", "b", "c", "d"]
-    from cxrlib.splits import LeakageError
+    from cxrlib.data.splits import LeakageError
 
     with pytest.raises(LeakageError, match="'c'"):
         sequence_cls(images, masks, ids=ids, validation_ids={"c", "z"}, augment=True)
@@ -279,7 +279,7 @@ def test_sequence_refuses_leaks_and_bad_input(sequence_cls):
 
 def test_sequence_trains_a_model(sequence_cls):
     keras = pytest.importorskip("keras")
-    from cxrlib import losses, models
+    from cxrlib.seg import losses, models
 
     images, masks = _phantom(8, size=32)
     keras.utils.set_random_seed(0)

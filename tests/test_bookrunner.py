@@ -1,15 +1,16 @@
-"""Tests for cxrlib.bookrunner: parameter cells, profiles, failing notebooks."""
+"""Tests for cxrlib.book.runner: parameter cells, profiles, failing notebooks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from cxrlib import bookrunner
-from cxrlib.bookrunner import BookBuildError
+from cxrlib.book import runner as bookrunner
+from cxrlib.book.runner import BookBuildError
 
 
 def _notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
@@ -22,13 +23,13 @@ def _notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
     notebook.metadata["language_info"] = {"name": "python"}
     for source, tags in cells:
         notebook.cells.append(new_code_cell(source, metadata={"tags": tags}))
-    nbformat.write(notebook, path)
+    jupytext.write(notebook, path, fmt="md:myst")  # the chapters' own format
     return path
 
 
 def test_notebook_parameters_reads_literals(tmp_path):
     path = _notebook(
-        tmp_path / "a.ipynb",
+        tmp_path / "a.md",
         [
             ("import os", []),
             ("size = 128\nname = 'unet'\ndata_dir = None  # comment", ["parameters"]),
@@ -47,10 +48,10 @@ def test_notebook_parameters_reads_literals(tmp_path):
     ],
 )
 def test_notebook_parameters_rejects_bad_cells(tmp_path, cells, message):
-    path = _notebook(tmp_path / "bad.ipynb", cells)
+    path = _notebook(tmp_path / "bad.md", cells)
     with pytest.raises(BookBuildError, match=message) as info:
         bookrunner.notebook_parameters(path)
-    assert "bad.ipynb" in str(info.value)
+    assert "bad.md" in str(info.value)
 
 
 def _fake_project(tmp_path: Path, profile_text: str) -> Path:
@@ -61,7 +62,7 @@ def _fake_project(tmp_path: Path, profile_text: str) -> Path:
     (root / "book" / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
     (root / "book" / "params" / "smoke.yml").write_text(profile_text)
     _notebook(
-        root / "notebooks" / "01_data_exploration.ipynb",
+        root / "notebooks" / "01_data_exploration.md",
         [("data_dir = None\nimage_size = 64", ["parameters"])],
     )
     return root
@@ -92,7 +93,7 @@ def test_find_project_root(tmp_path, repo_root):
 
 def test_failing_notebook_names_notebook_and_cell(tmp_path):
     source = _notebook(
-        tmp_path / "02_broken.ipynb",
+        tmp_path / "02_broken.md",
         [
             ("value = 1", ["parameters"]),
             ("total = value + 1", []),
@@ -106,7 +107,7 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
             source, output, {"value": 2}, cwd=tmp_path / "run", progress=False
         )
     message = str(info.value)
-    assert "02_broken.ipynb" in message
+    assert "02_broken.md" in message
     assert "cell 4" in message  # exec count: papermill injects a parameters cell first
     assert "RuntimeError: the data folder is empty" in message
     assert output.exists()
@@ -114,7 +115,7 @@ def test_failing_notebook_names_notebook_and_cell(tmp_path):
 
 def test_executes_with_parameters(tmp_path):
     source = _notebook(
-        tmp_path / "ok.ipynb",
+        tmp_path / "ok.md",
         [("value = 1", ["parameters"]), ("print(value * 10)", [])],
     )
     output = tmp_path / "ok-out.ipynb"

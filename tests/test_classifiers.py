@@ -1,4 +1,4 @@
-"""Tests for cxrlib.classifiers: the factory, the pipelines' checks and the Keras MLP."""
+"""Tests for cxrlib.tb.classifiers: the factory, the pipelines' checks and the Keras MLP."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import pytest
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-from cxrlib.classifiers import (
+from cxrlib.errors import CxrlibError
+from cxrlib.tb.classifiers import (
     CLASSIFIERS,
     ClassifierError,
     KerasMLPClassifier,
     available_classifiers,
     make_classifier,
 )
-from cxrlib.errors import CxrlibError
 
 
 @pytest.fixture(autouse=True, scope="module")

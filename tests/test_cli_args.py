@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from cxrlib.cli_args import existing_folder, positive_int, show_progress
+from cxrlib.cli.args import existing_folder, positive_int, show_progress
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "two", "1.5", ""])

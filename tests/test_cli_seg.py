@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from cxrlib.cli import main
-from cxrlib.cli_seg import parse_filters
-from cxrlib.imageio import write_png
+from cxrlib.cli.seg import parse_filters
+from cxrlib.data.imageio import write_png
 
 
 def make_dataset(root: Path, n: int = 12, size: int = 32, seed: int = 0) -> Path:
@@ -135,8 +135,8 @@ def test_bad_filters_are_rejected_by_the_parser(tmp_path, capsys):
 
 def test_train_seg_defaults_are_the_cpu_recipe():
     from cxrlib.cli import build_parser
-    from cxrlib.cli_seg import _config_from_args
-    from cxrlib.train import cpu_recipe
+    from cxrlib.cli.seg import _config_from_args
+    from cxrlib.seg.train import cpu_recipe
 
     parser = build_parser()
     args = parser.parse_args(["train-seg", "data", "--out", "run"])

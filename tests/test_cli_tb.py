@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from standins import save_standin_model
 
-from cxrlib import tb_pipeline
 from cxrlib.cli import build_parser, main
 from cxrlib.synthetic import write_dataset
+from cxrlib.tb import pipeline as tb_pipeline
 
 FAST = ["--image-size", "64", "--splits", "2", "--repeats", "1"]
 
@@ -89,7 +89,7 @@ def test_classify_writes_one_row_per_radiograph(run_dir, data, tmp_path, capsys)
 def test_classify_refuses_a_segmentation_run(run_dir, data, tmp_path, capsys):
     seg_dir = tmp_path / "seg"
     seg_dir.mkdir()
-    (seg_dir / "key.json").write_text('{"what": "cxrlib.train.train_segmentation"}')
+    (seg_dir / "key.json").write_text('{"what": "cxrlib.seg.train.train_segmentation"}')
     status = main(
         ["classify", str(seg_dir), str(data / "images"), "--out", str(tmp_path / "p.csv")]
     )

@@ -1,4 +1,5 @@
-"""Tests for cxrlib.crosssite: each site's model trains on that site only, the table is right."""
+"""Tests for cxrlib.book.crosssite: each site's model trains on that site only, the table
+is right."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxrlib import crosssite
-from cxrlib.train import TrainConfig
+from cxrlib.book import crosssite
+from cxrlib.seg.train import TrainConfig
 
 SITES = ("montgomery", "shenzhen")
 TINY = TrainConfig(

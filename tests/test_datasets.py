@@ -1,4 +1,4 @@
-"""Tests for cxrlib.naming and cxrlib.datasets (scanning and pairing dataset folders)."""
+"""Tests for cxrlib.data.naming and cxrlib.data.datasets (scanning and pairing dataset folders)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib.datasets import (
+from cxrlib.data.datasets import (
     LAYOUTS,
     TABLE_COLUMNS,
     TABLE_DTYPES,
@@ -23,8 +23,8 @@ from cxrlib.datasets import (
     relative_paths,
     scan_dataset,
 )
-from cxrlib.imageio import read_mask, write_mask_png, write_png
-from cxrlib.naming import ParsedName, parse_generic_name, parse_name
+from cxrlib.data.imageio import read_mask, write_mask_png, write_png
+from cxrlib.data.naming import ParsedName, parse_generic_name, parse_name
 
 SIZE = (16, 16)
 

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.download: real HTTP against a local server, never the internet."""
+"""Tests for cxrlib.data.download: real HTTP against a local server, never the internet."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxrlib import download
-from cxrlib.download import (
+from cxrlib.data import download
+from cxrlib.data.download import (
     EXTRACT_MARKER,
     ArchiveError,
     ChecksumError,
@@ -31,7 +31,7 @@ from cxrlib.download import (
     list_datasets,
     safe_extract,
 )
-from cxrlib.imageio import read_image, read_mask, write_mask_png, write_png
+from cxrlib.data.imageio import read_image, read_mask, write_mask_png, write_png
 
 MONTGOMERY_SHA256 = "54601e952315d8f67383e9202a6e145997ade429f54f7e0af44b4e158714f424"
 CLUTTER = (
@@ -414,7 +414,7 @@ def test_safe_extract_skips_clutter_and_reports_it(
         tmp_path / "set.zip",
         [("set/a.png", b"a")] + [(name, b"x") for name in CLUTTER] + [("set/desktop.ini", b"")],
     )
-    with caplog.at_level("INFO", logger="cxrlib.download"):
+    with caplog.at_level("INFO", logger="cxrlib.data.download"):
         root = safe_extract(archive, tmp_path / "out")
     assert root == tmp_path / "out" / "set"
     assert [p.relative_to(root).as_posix() for p in _all_files(root)] == [

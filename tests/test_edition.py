@@ -17,7 +17,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from cxrlib import bookrunner
+from cxrlib.book import runner as bookrunner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK = REPO_ROOT / "book"
@@ -75,13 +75,13 @@ def test_every_planned_chapter_is_in_the_edition_executed_without_errors():
 def test_edition_sources_match_the_notebooks():
     """The edition was executed from today's sources (prose and code unchanged)."""
     for run in bookrunner._plan_for(REPO_ROOT, None):
-        source = nbformat.read(REPO_ROOT / "notebooks" / f"{run.source}.ipynb", as_version=4)
+        source = bookrunner.read_chapter(bookrunner.chapter_source(REPO_ROOT, run.source))
         executed = _chapter(run.output)
         body = [
             c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])
         ]
         assert [c.source for c in body] == [c.source for c in source.cells], (
-            f"{run.output} was executed from an older notebooks/{run.source}.ipynb: rebuild "
+            f"{run.output} was executed from an older notebooks/{run.source}.md: rebuild "
             "the edition (`cxrlib book --profile cpu --data ../shared/cxr-real --out book`)"
         )
 
@@ -102,7 +102,9 @@ def test_reproducibility_page_names_profile_real_data_and_a_commit_of_this_histo
 
 
 def test_chapter1_numbers_are_what_the_code_computes(real_dir, tmp_path):
-    from cxrlib import datasets, explore, preprocess
+    from cxrlib import preprocess
+    from cxrlib.book import explore
+    from cxrlib.data import datasets
 
     notebook = _chapter("01_data_exploration")
     shown = glued_values(notebook)

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.evaluate: reports, ROC with CIs, operating points, cross-validation."""
+"""Tests for cxrlib.tb.evaluate: reports, ROC with CIs, operating points, cross-validation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 
-from cxrlib.classifiers import ClassifierError
-from cxrlib.evaluate import (
+from cxrlib.tb.classifiers import ClassifierError
+from cxrlib.tb.evaluate import (
     auc_with_ci,
     binary_metrics,
     classification_report_table,

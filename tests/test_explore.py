@@ -1,4 +1,4 @@
-"""Tests for cxrlib.explore and cxrlib.plots on hand-made arrays."""
+"""Tests for cxrlib.book.explore and cxrlib.book.plots on hand-made arrays."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import explore, plots
+from cxrlib.book import explore, plots
 
 matplotlib.use("Agg")
 

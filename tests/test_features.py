@@ -1,4 +1,4 @@
-"""Tests for cxrlib.features: registry, hand-crafted, ImageNet CNN and encoder features."""
+"""Tests for cxrlib.tb.features: registry, hand-crafted, ImageNet CNN and encoder features."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 from scipy import ndimage
 
 from cxrlib.errors import CxrlibError
-from cxrlib.features import (
+from cxrlib.tb.features import (
     FeatureError,
     available_extractors,
     extract_features,
     get_extractor,
     register_extractor,
 )
-from cxrlib.features.handcrafted import (
+from cxrlib.tb.features.handcrafted import (
     GROUPS,
     HandcraftedFeatures,
     _glcm,
@@ -97,9 +97,9 @@ def test_bad_option_is_reported():
 
 
 def test_register_custom_extractor(data, monkeypatch):
-    import cxrlib.features
+    import cxrlib.tb.features
 
-    monkeypatch.setattr(cxrlib.features, "_REGISTRY", dict(cxrlib.features._REGISTRY))
+    monkeypatch.setattr(cxrlib.tb.features, "_REGISTRY", dict(cxrlib.tb.features._REGISTRY))
     images, masks, _ = data
 
     class Means(HandcraftedFeatures):
@@ -301,7 +301,7 @@ def keras_home(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("backbone", ["vgg16", "resnet50_lung", "inceptionresnetv2"])
 def test_missing_weights_give_a_clear_error(keras_home, data, backbone):
-    from cxrlib.features.cnn import BACKBONES, WeightsUnavailableError
+    from cxrlib.tb.features.cnn import BACKBONES, WeightsUnavailableError
 
     images, masks, _ = data
     spec = BACKBONES[backbone.removesuffix("_lung")]
@@ -319,7 +319,7 @@ def test_weight_file_names_match_keras_source():
     """The file names, URLs and hashes are those keras.applications itself uses."""
     from keras.src.applications import inception_resnet_v2, resnet, vgg16
 
-    from cxrlib.features.cnn import BACKBONES
+    from cxrlib.tb.features.cnn import BACKBONES
 
     vgg = inspect.getsource(vgg16)
     assert f'"{BACKBONES["vgg16"].weights_file}"' in vgg
@@ -340,7 +340,7 @@ def test_weight_file_names_match_keras_source():
 def test_vgg16_loads_weights_from_keras_home(keras_home, data):
     import keras
 
-    from cxrlib.features.cnn import BACKBONES, WeightsWarning
+    from cxrlib.tb.features.cnn import BACKBONES, WeightsWarning
 
     images, masks, _ = data
     images, masks = images[:3], masks[:3]
@@ -375,7 +375,7 @@ def test_vgg16_loads_weights_from_keras_home(keras_home, data):
 
 
 def test_cnn_preprocess_uses_backbone_input():
-    from cxrlib.features.cnn import CNNFeatures
+    from cxrlib.tb.features.cnn import CNNFeatures
 
     extractor = CNNFeatures("inceptionresnetv2")
     assert extractor.input_size == 299
@@ -391,14 +391,14 @@ def test_cnn_preprocess_uses_backbone_input():
 
 @pytest.fixture(scope="module")
 def small_unet():
-    from cxrlib.models import build_unet
+    from cxrlib.seg.models import build_unet
 
     return build_unet((32, 32, 1), filters=(4, 8, 16), dropout=0.1)
 
 
 def test_find_bottleneck(small_unet):
-    from cxrlib.features.encoder import find_bottleneck
-    from cxrlib.models import build_resunet
+    from cxrlib.seg.models import build_resunet
+    from cxrlib.tb.features.encoder import find_bottleneck
 
     name = find_bottleneck(small_unet)
     assert name == "bottleneck_dropout"
@@ -410,7 +410,7 @@ def test_find_bottleneck(small_unet):
 def test_encoder_features(small_unet, data, tmp_path):
     import keras
 
-    from cxrlib.features.encoder import EncoderFeatures
+    from cxrlib.tb.features.encoder import EncoderFeatures
 
     images, masks, _ = data
     images, masks = images[:4], masks[:4]

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.findings: keyword families, counts per label, demographics, sentences."""
+"""Tests for cxrlib.book.findings: keyword families, counts per label, demographics, sentences."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import findings
-from cxrlib.findings import find_keywords, keyword_matrix, keyword_table
+from cxrlib.book import findings
+from cxrlib.book.findings import find_keywords, keyword_matrix, keyword_table
 
 # Realistic readings in both formats (finding text only, as datasets.scan_dataset stores it).
 MONTGOMERY = {
@@ -299,7 +299,7 @@ def test_pick_by_site_and_label_orders_groups_and_respects_n():
 
 def test_keyword_table_on_phantom_readings(tmp_path):
     """The phantoms' readings (both formats) give TB-only findings, mostly upper-zone."""
-    from cxrlib.datasets import scan_dataset
+    from cxrlib.data.datasets import scan_dataset
     from cxrlib.synthetic import write_dataset
 
     write_dataset(tmp_path, n=16, size=64, seed=3, progress=False)
@@ -318,7 +318,7 @@ def test_describe_label_balance_quotes_totals_and_tb_shares():
             "label": pd.array([0, 0, 0, 1, 1, 1, 0], dtype="Int64"),
         }
     )
-    from cxrlib.explore import label_counts
+    from cxrlib.book.explore import label_counts
 
     text = findings.describe_label_balance(label_counts(table))
     assert text == "Montgomery contributes 4 radiographs (25 % TB) and Shenzhen 3 (67 % TB)."

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.imageio: PNG/JPEG/DICOM readers and atomic writers."""
+"""Tests for cxrlib.data.imageio: PNG/JPEG/DICOM readers and atomic writers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrlib.imageio import (
+from cxrlib.data.imageio import (
     ImageReadError,
     is_image_file,
     read_image,

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.inference: model checks, prediction, folder segmentation, lung areas."""
+"""Tests for cxrlib.seg.inference: model checks, prediction, folder segmentation, lung areas."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxrlib import inference
-from cxrlib.imageio import read_image, read_mask, write_png
-from cxrlib.inference import (
+from cxrlib.data.imageio import read_image, read_mask, write_png
+from cxrlib.seg import inference
+from cxrlib.seg.inference import (
     ModelFileError,
     load_segmentation_model,
     lung_areas,
@@ -153,7 +153,7 @@ def test_predict_masks_shapes_and_precision(model_path):
 
 
 def test_predict_masks_in_bfloat16_matches_float32(tmp_path):
-    from cxrlib.models import build_resunet
+    from cxrlib.seg.models import build_resunet
 
     model = build_resunet(input_shape=(32, 32, 1), filters=(16, 16, 32))
     path = tmp_path / "resunet.keras"
@@ -199,7 +199,7 @@ def test_a_classifier_is_not_a_segmentation_model(tmp_path):
 
 
 def test_clean_mask_matches_postprocess_mask():
-    from cxrlib.postprocess import postprocess_mask
+    from cxrlib.seg.postprocess import postprocess_mask
 
     rng = np.random.default_rng(3)
     for _ in range(5):

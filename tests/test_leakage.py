@@ -1,4 +1,4 @@
-"""Tests for cxrlib.leakage: the two split designs (no training) and a tiny experiment."""
+"""Tests for cxrlib.book.leakage: the two split designs (no training) and a tiny experiment."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib.augment import AugmentationConfig, make_augmented_copies
-from cxrlib.leakage import (
+from cxrlib.book.leakage import (
     COPY_CONFIG,
     DESIGNS,
     copies_table,
@@ -18,7 +17,8 @@ from cxrlib.leakage import (
     split_designs,
     summary_values,
 )
-from cxrlib.splits import LeakageError
+from cxrlib.data.splits import LeakageError
+from cxrlib.seg.augment import AugmentationConfig, make_augmented_copies
 
 LEAKY, HONEST = DESIGNS
 IDS = [f"CHNCXR_{i:04d}_0" for i in range(40)]

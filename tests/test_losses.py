@@ -1,4 +1,4 @@
-"""Tests for cxrlib.losses: values against numpy references, metrics, serialization."""
+"""Tests for cxrlib.seg.losses: values against numpy references, metrics, serialization."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from cxrlib import losses, metrics, models  # noqa: E402
+from cxrlib.seg import (  # noqa: E402
+    losses,
+    metrics,
+    models,  # noqa: E402
+)
 
 ops = keras.ops
 

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.metrics (numpy evaluation)."""
+"""Tests for cxrlib.seg.metrics (numpy evaluation)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist, directed_hausdorff
 
-from cxrlib import metrics
+from cxrlib.seg import metrics
 
 
 def _square(shape=(32, 32), top=4, left=4, size=8):

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.models: exact original architectures, shapes, errors, a tiny fit."""
+"""Tests for cxrlib.seg.models: exact original architectures, shapes, errors, a tiny fit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from cxrlib import losses, models  # noqa: E402
+from cxrlib.seg import losses, models  # noqa: E402
 
 
 def test_default_unet_has_original_parameter_count():
@@ -176,7 +176,7 @@ def test_mixed_precision_keeps_output_and_loss_float32():
 _BACKEND_SCRIPT = textwrap.dedent(
     """
     import numpy as np, keras
-    from cxrlib import losses, models
+    from cxrlib.seg import losses, models
     assert keras.backend.backend() == "{backend}", keras.backend.backend()
     keras.utils.set_random_seed(0)
     assert models.build_unet().count_params() == 7_759_521

@@ -1,6 +1,6 @@
 """Notebook tests: clean sources, valid profiles, and the smoke book executed end to end.
 
-The smoke book is executed once per session with papermill (``cxrlib.bookrunner``), built
+The smoke book is executed once per session with papermill (``cxrlib.book.runner``), built
 with Jupyter Book, and each executed chapter is re-run by nbval, which compares the cells
 marked ``# NBVAL_CHECK_OUTPUT``.
 """
@@ -15,10 +15,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from cxrlib import bookrunner
+from cxrlib.book import runner as bookrunner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SOURCES = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+SOURCES = sorted((REPO_ROOT / "notebooks").glob(f"*{bookrunner.SOURCE_SUFFIX}"))
 PROFILES = sorted(p.stem for p in (REPO_ROOT / "book" / "params").glob("*.yml"))
 
 
@@ -27,15 +27,18 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.stem)
-def test_source_notebook_is_stored_clean(path):
-    notebook = nbformat.read(path, as_version=4)
-    for index, cell in enumerate(notebook.cells):
-        if cell.cell_type == "code":
-            assert not cell.outputs, f"{path.name} cell {index} is stored with outputs"
-            assert cell.execution_count is None, f"{path.name} cell {index} has an exec count"
-    assert bookrunner.notebook_parameters(path), f"{path.name} has an empty parameters cell"
+def test_source_is_a_myst_notebook_with_a_parameters_cell(path):
+    import jupytext
+
+    notebook = jupytext.read(path)
+    assert notebook.metadata["jupytext"]["text_representation"]["format_name"] == "myst"
     assert notebook.metadata.get("kernelspec", {}).get("name") == "python3"
-    assert notebook.metadata.get("language_info", {}).get("name") == "python"
+    assert bookrunner.notebook_parameters(path), f"{path.name} has an empty parameters cell"
+    executable = bookrunner.read_chapter(path)
+    assert executable.metadata["language_info"]["name"] == "python"  # papermill needs it
+    assert [c["id"] for c in executable.cells] == [
+        f"cell-{i:02d}" for i in range(len(executable.cells))
+    ]
     first = notebook.cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     headings = [c.source for c in notebook.cells if c.cell_type == "markdown"]
@@ -46,7 +49,7 @@ def test_source_notebook_is_stored_clean(path):
 
 def test_no_pip_install_or_hidden_downloads_in_notebooks():
     for path in SOURCES:
-        notebook = nbformat.read(path, as_version=4)
+        notebook = bookrunner.read_chapter(path)
         for cell in notebook.cells:
             if cell.cell_type == "code":
                 assert "pip install" not in cell.source, path.name
@@ -63,7 +66,9 @@ def test_every_profile_key_is_a_notebook_parameter(profile):
 @pytest.mark.parametrize("chapter", ["03a_unet_training", "03b_resunet_training"])
 def test_cpu_profile_trains_exactly_the_cpu_recipe(chapter, monkeypatch):
     """The published edition's segmentation runs are what `cxrlib train-seg` trains."""
-    from cxrlib import precision, seg_runs, train
+    from cxrlib import precision
+    from cxrlib.book import seg_runs
+    from cxrlib.seg import train
 
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(precision, "has_gpu", lambda: False)

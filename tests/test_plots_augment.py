@@ -1,4 +1,5 @@
-"""Tests for cxrlib.plots_augment (figures and the intensity table of the augmentation chapter)."""
+"""Tests for cxrlib.book.plots_augment (figures and the intensity table of the
+augmentation chapter)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib.augment import AugmentationConfig, augment_examples
-from cxrlib.plots_augment import (
+from cxrlib.book.plots_augment import (
     augmentation_gallery,
     augmented_draws,
     intensity_histograms,
@@ -16,6 +16,7 @@ from cxrlib.plots_augment import (
     leakage_chart,
     transform_titles,
 )
+from cxrlib.seg.augment import AugmentationConfig, augment_examples
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.plots_seg: every figure has the expected panels and content."""
+"""Tests for cxrlib.book.plots_seg: every figure has the expected panels and content."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from cxrlib import plots_seg
+from cxrlib.book import plots_seg
 
 matplotlib.use("Agg")
 

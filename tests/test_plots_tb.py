@@ -1,4 +1,4 @@
-"""Tests for cxrlib.plots_tb: every figure comes back with the expected axes and content."""
+"""Tests for cxrlib.book.plots_tb: every figure comes back with the expected axes and content."""
 
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cxrlib import explore, findings, plots_tb  # noqa: E402
+from cxrlib.book import (
+    explore,
+    findings,
+    plots_tb,  # noqa: E402
+)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.plots_tb_results: each figure is built from the library's tables."""
+"""Tests for cxrlib.book.plots_tb_results: each figure is built from the library's tables."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from cxrlib import evaluate, plots_tb_results  # noqa: E402
-from cxrlib.saliency import OcclusionMap  # noqa: E402
+from cxrlib.book import plots_tb_results  # noqa: E402
+from cxrlib.tb import evaluate
+from cxrlib.tb.saliency import OcclusionMap  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

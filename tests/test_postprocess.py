@@ -1,11 +1,11 @@
-"""Tests for cxrlib.postprocess."""
+"""Tests for cxrlib.seg.postprocess."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cxrlib import postprocess
+from cxrlib.seg import postprocess
 
 
 def _blobs():

@@ -8,7 +8,7 @@ import pytest
 
 from cxrlib import precision
 from cxrlib.precision import PRECISIONS, resolve_precision, runnable_precision
-from cxrlib.train import TrainConfig, cpu_recipe
+from cxrlib.seg.train import TrainConfig, cpu_recipe
 
 
 @pytest.mark.parametrize(
@@ -50,8 +50,8 @@ def test_bf16_models_run_in_float32_where_bf16_is_emulated(monkeypatch):
 
 
 def test_a_bf16_model_loads_and_predicts_in_float32_without_native_bf16(tmp_path, monkeypatch):
-    from cxrlib.inference import load_segmentation_model, predict_masks, saved_precision
-    from cxrlib.models import build_model
+    from cxrlib.seg.inference import load_segmentation_model, predict_masks, saved_precision
+    from cxrlib.seg.models import build_model
 
     with precision.precision_scope("mixed_bfloat16"):
         model = build_model("unet", input_shape=(32, 32, 1), filters=(4, 8))

@@ -1,4 +1,5 @@
-"""Tests for cxrlib.preprocess (resize, letterbox, equalize, load_arrays) and cxrlib.cache."""
+"""Tests for cxrlib.preprocess (resize, letterbox, equalize, load_arrays) and
+cxrlib.preprocess.cache."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import cache as cache_module
 from cxrlib import preprocess
-from cxrlib.cache import CacheWarning, clear_cache
-from cxrlib.imageio import ImageReadError, write_mask_png, write_png
+from cxrlib.data.imageio import ImageReadError, write_mask_png, write_png
+from cxrlib.preprocess import cache as cache_module
 from cxrlib.preprocess import (
     equalize,
     letterbox,
@@ -27,6 +27,7 @@ from cxrlib.preprocess import (
     resize_mask,
     unletterbox,
 )
+from cxrlib.preprocess.cache import CacheWarning, clear_cache
 
 SIZE = 32  # load_arrays output size in the tests (inputs are 64 x 64)
 

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.readings: the Montgomery and Shenzhen clinical-reading formats."""
+"""Tests for cxrlib.data.readings: the Montgomery and Shenzhen clinical-reading formats."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from cxrlib.readings import (
+from cxrlib.data.readings import (
     Reading,
     ReadingError,
     detect_format,

@@ -1,11 +1,11 @@
-"""Tests for cxrlib.saliency: patch positions, occlusion maps with known answers."""
+"""Tests for cxrlib.tb.saliency: patch positions, occlusion maps with known answers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cxrlib import saliency
+from cxrlib.tb import saliency
 
 
 def test_patch_positions_cover_every_pixel():

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.seg_runs: configs, run lookup (find or train), tables and cases."""
+"""Tests for cxrlib.book.seg_runs: configs, run lookup (find or train), tables and cases."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import seg_runs
-from cxrlib.models import RESUNET_PARAMS_256, UNET_PARAMS_256
-from cxrlib.train import CPU_RECIPE_FILTERS, TrainConfig
+from cxrlib.book import seg_runs
+from cxrlib.seg.models import RESUNET_PARAMS_256, UNET_PARAMS_256
+from cxrlib.seg.train import CPU_RECIPE_FILTERS, TrainConfig
 
 TINY = TrainConfig(
     model="unet",

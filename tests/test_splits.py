@@ -1,4 +1,4 @@
-"""Tests for cxrlib.splits: stratified, reproducible, leak-proof splits."""
+"""Tests for cxrlib.data.splits: stratified, reproducible, leak-proof splits."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import splits
-from cxrlib.splits import LeakageError
+from cxrlib.data import splits
+from cxrlib.data.splits import LeakageError
 
 
 def _table(seed: int = 0) -> pd.DataFrame:
@@ -160,7 +160,7 @@ def test_kfold_splits():
 def test_sequence_refuses_training_arrays_with_validation_ids():
     """Augmenting before splitting puts copies of a radiograph in both sets: caught."""
     pytest.importorskip("keras")
-    from cxrlib.augment import SegmentationSequence, make_augmented_copies
+    from cxrlib.seg.augment import SegmentationSequence, make_augmented_copies
 
     rng = np.random.default_rng(0)
     ids = np.array([f"img{i}" for i in range(6)])

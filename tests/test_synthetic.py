@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cxrlib.imageio import read_image, read_mask
+from cxrlib.data.imageio import read_image, read_mask
 from cxrlib.synthetic import (
     LAYOUTS,
     MANIFEST_NAME,
@@ -137,7 +137,7 @@ def test_effusion_is_excluded_from_the_mask():
 
 
 def test_readings_follow_the_real_formats():
-    from cxrlib.readings import parse_reading
+    from cxrlib.data.readings import parse_reading
 
     mc = re.compile(r"^Patient's Sex: [FM]\nPatient's Age: \d{3}Y\n(?P<finding>.+)\n$")
     chn = re.compile(r"^(male|female),? \d{1,3}yrs?\n(?P<finding>.+)\n$")

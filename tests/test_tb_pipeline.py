@@ -1,8 +1,8 @@
-"""Tests for cxrlib.tb_pipeline: config, load-or-train runs, classify, errors, comparisons.
+"""Tests for cxrlib.tb.pipeline: config, load-or-train runs, classify, errors, comparisons.
 
 The segmentation model is a stand-in (a 1x1 convolution that calls dark pixels lung,
 saved as a real ``.keras`` file), so the tests exercise the whole pipeline in seconds;
-cxrlib.train has its own tests.
+cxrlib.seg.train has its own tests.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from standins import save_standin_model
 
-from cxrlib import tb_pipeline as tb
-from cxrlib.imageio import write_png
+from cxrlib.data.imageio import write_png
 from cxrlib.synthetic import write_dataset
+from cxrlib.tb import pipeline as tb
 
 SIZE = 64  # feature size of the tests
 FAST = {"image_size": SIZE, "n_splits": 2, "n_repeats": 1}
@@ -227,7 +227,7 @@ def test_train_tb_trains_its_own_segmentation_model(data, seg_model, tmp_path, m
         save_standin_model(Path(run_dir) / "model.keras")
         return SimpleNamespace(model_path=Path(run_dir) / "model.keras")
 
-    monkeypatch.setattr("cxrlib.train.train_segmentation", fake_train)
+    monkeypatch.setattr("cxrlib.seg.train.train_segmentation", fake_train)
     config = tb.TBConfig(**FAST, seg_epochs=3)
     result = tb.train_tb(data, tmp_path / "run", config, progress=False, n_jobs=1)
     (table, seg_config, seg_dir) = calls[0]
@@ -267,7 +267,7 @@ def test_train_tb_needs_both_classes(data, seg_model, tmp_path):
 def test_train_tb_refuses_a_segmentation_run_dir(data, seg_model, tmp_path):
     seg_dir = tmp_path / "seg"
     seg_dir.mkdir()
-    (seg_dir / "key.json").write_text('{"what": "cxrlib.train.train_segmentation"}')
+    (seg_dir / "key.json").write_text('{"what": "cxrlib.seg.train.train_segmentation"}')
     with pytest.raises(tb.TBRunError, match="segmentation run"):
         tb.train_tb(data, seg_dir, tb.TBConfig(**FAST), seg_model=seg_model, progress=False)
 
@@ -336,7 +336,7 @@ def test_classify_refuses_other_run_dirs(run, data, tmp_path, setup, message):
     run_dir = tmp_path / "run"
     if setup == "segmentation":
         run_dir.mkdir()
-        (run_dir / "key.json").write_text('{"what": "cxrlib.train.train_segmentation"}')
+        (run_dir / "key.json").write_text('{"what": "cxrlib.seg.train.train_segmentation"}')
         (run_dir / "model.keras").write_bytes(b"")
     elif setup == "segment":
         run_dir.mkdir()

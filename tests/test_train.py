@@ -1,4 +1,4 @@
-"""Tests for cxrlib.train: config validation, load-or-train, resume, files, leakage guard."""
+"""Tests for cxrlib.seg.train: config validation, load-or-train, resume, files, leakage guard."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib import train
-from cxrlib.imageio import write_png
+from cxrlib.data.imageio import write_png
 from cxrlib.precision import resolve_precision
-from cxrlib.train import RunDirError, TrainConfig, train_segmentation
+from cxrlib.seg import train
+from cxrlib.seg.train import RunDirError, TrainConfig, train_segmentation
 
 SITES = {"MC": "montgomery", "CHN": "shenzhen"}
 
@@ -300,7 +300,7 @@ def test_changed_data_changes_the_key(trained, tmp_path):
 
 
 def _table(data: Path) -> pd.DataFrame:
-    from cxrlib.datasets import scan_dataset
+    from cxrlib.data.datasets import scan_dataset
 
     return scan_dataset(data).table
 
@@ -334,7 +334,7 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
 
 def test_original_resolution_scoring_on_real_masks(real_dir):
     """A perfect soft map at 64 x 64, up-sampled to 512, scores Dice > 0.98 on real masks."""
-    from cxrlib.imageio import read_mask
+    from cxrlib.data.imageio import read_mask
     from cxrlib.preprocess import resize_image
 
     masks = sorted((real_dir / "Lung Segmentation" / "masks").glob("*.png"))[::60][:6]

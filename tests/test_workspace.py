@@ -1,10 +1,10 @@
-"""Tests for cxrlib.workspace: run folders and the phantom default."""
+"""Tests for cxrlib.book.workspace: run folders and the phantom default."""
 
 from __future__ import annotations
 
 import pytest
 
-from cxrlib import workspace
+from cxrlib.book import workspace
 
 
 def test_phantoms_are_generated_once_and_reused(tmp_path):

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..imageio import atomic_write_bytes, write_mask_png, write_png
+from ..data.imageio import atomic_write_bytes, write_mask_png, write_png
 from .phantom import MIN_SIZE, Phantom, make_phantom
 from .sites import SITE_PROFILES
 
@@ -297,7 +297,7 @@ def dicom_bytes(
     Returns
     -------
     bytes
-        The file content; :func:`cxrlib.imageio.read_image` gives back ``image``
+        The file content; :func:`cxrlib.data.imageio.read_image` gives back ``image``
         (to within the stored precision) when it spans ``[0, 1]``.
     """
     from pydicom.dataset import Dataset, FileMetaDataset

@@ -1,0 +1,3 @@
+"""The book layer: tables, figures and experiments that only the chapters use.
+
+Nothing in the library imports this package."""

@@ -1,0 +1,1 @@
+"""Data: file names, clinical readings, image files, dataset scans, splits, downloads."""

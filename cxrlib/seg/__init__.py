@@ -1,0 +1,4 @@
+"""Lung segmentation.
+
+Models, losses, augmentation, training, inference, post-processing and metrics.
+"""

@@ -1,0 +1,1 @@
+"""Tuberculosis diagnosis: features, classifiers, evaluation, the pipeline, saliency."""
