@@ -1,6 +1,6 @@
 """Benchmark: ``cxrlib segment`` end to end with ResUNet models at 256x256.
 
-Prints ONE table. Every row runs :func:`cxrlib.seg.inference.segment_folder` (what
+Prints ONE table. Every row runs :func:`cxrlib.seg.folder.segment_folder` (what
 ``cxrlib segment MODEL IMAGES_DIR OUT_DIR`` calls) on the same folder of radiographs:
 read each file, resize it to the model's input, predict in batches, threshold,
 post-process, resize the mask back to the file's resolution, write the mask PNG, the
@@ -10,7 +10,7 @@ overlay PNG and ``lungs.csv``. The rows:
   float32, the baseline the speed-up column divides by;
 * ``original mixed_bfloat16``: the same network computing in bfloat16;
 * ``recipe-width mixed_bfloat16``: the CPU recipe's narrow ResUNet
-  (:func:`cxrlib.seg.train.cpu_recipe`'s filters) built at 256x256 in bfloat16;
+  (:func:`cxrlib.seg.train_config.cpu_recipe`'s filters) built at 256x256 in bfloat16;
 * one row per ``--model-file``: a trained model, in the precision it was saved with.
 
 Built rows carry random weights: their masks are not lungs, so their post-processing
@@ -82,7 +82,8 @@ def time_model(
     """Segment ``images`` with ``model_path`` ``repeats`` times; one table row."""
     import keras
 
-    from cxrlib.seg.inference import load_segmentation_model, model_input_size, segment_folder
+    from cxrlib.seg.folder import segment_folder
+    from cxrlib.seg.inference import load_segmentation_model, model_input_size
 
     keras.backend.clear_session()
     start = time.perf_counter()
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-original", action="store_true", help="skip the original rows")
     args = parser.parse_args(argv)
 
-    from cxrlib.seg.train import cpu_recipe
+    from cxrlib.seg.train_config import cpu_recipe
 
     with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp:
         scratch = Path(tmp)

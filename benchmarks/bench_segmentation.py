@@ -5,7 +5,7 @@ and each precision it times a few ``train_on_batch`` steps after warm-up (random
 images and masks at ``--img-size``, ``--batch-size``) and ``predict_on_batch`` on
 batches of ``--infer-batch-size``; the speed-up columns compare each row with the
 float32 row of the same architecture. A ``recipe:resunet`` row times the network
-of the CPU recipe (:func:`cxrlib.seg.train.cpu_recipe`: width-reduced ResUNet, its
+of the CPU recipe (:func:`cxrlib.seg.train_config.cpu_recipe`: width-reduced ResUNet, its
 image size and precision), and ``--model-file`` adds the inference of a trained
 model file.
 
@@ -97,7 +97,7 @@ def bench_recipe(args: argparse.Namespace) -> dict:
     from cxrlib.precision import precision_scope
     from cxrlib.seg.losses import get_loss
     from cxrlib.seg.models import build_model
-    from cxrlib.seg.train import cpu_recipe
+    from cxrlib.seg.train_config import cpu_recipe
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)

@@ -237,11 +237,11 @@ def clear_run(
         shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
-def versions(*packages: str) -> dict[str, str]:
+def versions(*packages: str, backend: bool = True) -> dict[str, str]:
     """Installed versions of ``packages`` (missing ones left out), and the Keras backend.
 
-    The backend is only read when ``keras`` is among the packages and already imported
-    elsewhere or importable.
+    With ``backend`` (the default) and ``keras`` among the packages, the active Keras
+    backend is added under ``"backend"`` (this imports Keras).
     """
     found: dict[str, str] = {}
     for name in packages:
@@ -249,7 +249,7 @@ def versions(*packages: str) -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             continue
-    if "keras" in found:
+    if backend and "keras" in found:
         try:
             import keras
 

@@ -40,3 +40,14 @@ def phantom_table(tmp_path_factory):
     root = tmp_path_factory.mktemp("phantoms16")
     write_dataset(root, n=16, size=64, seed=0, progress=False, n_jobs=1)
     return scan_dataset(root).table
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the executed smoke book are the ``notebooks`` lane.
+
+    ``pytest -m "not notebooks"`` (the fast lane) leaves them out; ``make test`` runs
+    everything in one call, executing the smoke book once.
+    """
+    for item in items:
+        if "smoke_book" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.notebooks)

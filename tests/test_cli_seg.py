@@ -136,7 +136,7 @@ def test_bad_filters_are_rejected_by_the_parser(tmp_path, capsys):
 def test_train_seg_defaults_are_the_cpu_recipe():
     from cxrlib.cli import build_parser
     from cxrlib.cli.seg import _config_from_args
-    from cxrlib.seg.train import cpu_recipe
+    from cxrlib.seg.train_config import cpu_recipe, gpu_recipe
 
     parser = build_parser()
     args = parser.parse_args(["train-seg", "data", "--out", "run"])
@@ -147,10 +147,12 @@ def test_train_seg_defaults_are_the_cpu_recipe():
     assert _config_from_args(args).filters is None
     args = parser.parse_args(["train-seg", "d", "--out", "r", "--no-augment", "--seed", "3"])
     assert _config_from_args(args) == cpu_recipe("resunet", augment=False, seed=3)
+    args = parser.parse_args(["train-seg", "d", "--out", "r", "--recipe", "gpu", "--epochs", "5"])
+    assert _config_from_args(args) == gpu_recipe("resunet", epochs=5)
 
 
 def test_help_mentions_the_cpu_recipe(capsys):
     with pytest.raises(SystemExit):
         main(["train-seg", "--help"])
     text = capsys.readouterr().out
-    assert "mixed_bfloat16" in text and "128" in text
+    assert "auto" in text and "128" in text and "--recipe" in text

@@ -12,7 +12,7 @@ from standins import save_standin_model
 
 from cxrlib.cli import build_parser, main
 from cxrlib.synthetic import write_dataset
-from cxrlib.tb import pipeline as tb_pipeline
+from cxrlib.tb.config import TBConfig
 
 FAST = ["--image-size", "64", "--splits", "2", "--repeats", "1"]
 
@@ -43,7 +43,7 @@ def run_dir(data, seg_model, tmp_path_factory) -> Path:
 
 def test_defaults_are_the_best_offline_pipeline():
     args = build_parser().parse_args(["train-tb", "DATA", "--out", "RUN"])
-    config = tb_pipeline.TBConfig()
+    config = TBConfig()
     assert args.features == config.features
     assert args.classifier == config.classifier
     assert args.image_size == config.image_size

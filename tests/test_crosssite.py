@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from cxrlib.book import crosssite
-from cxrlib.seg.train import TrainConfig
+from cxrlib.seg.train_config import TrainConfig
 
 SITES = ("montgomery", "shenzhen")
 TINY = TrainConfig(
@@ -108,21 +109,22 @@ def test_unknown_or_repeated_sites_are_clear_errors(table, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_summary_values_for_glue(experiment):
+def test_transfer_table_and_site_drop(experiment):
     result, _ = experiment
-    values = crosssite.summary_values(result)
+    transfer = crosssite.transfer_table(result, "unet")
     row = result[(result["train_site"] == "montgomery") & (result["test_site"] == "shenzhen")]
-    assert values["xs_unet_montgomery_to_shenzhen_dice_mean"] == row["dice_mean"].iloc[0]
-    assert isinstance(values["xs_unet_montgomery_to_shenzhen_n_test"], int)
+    assert transfer.loc["montgomery_to_shenzhen", "dice_mean"] == row["dice_mean"].iloc[0]
+    assert transfer["n_test"].dtype.kind == "i"
     own = result[(result["train_site"] == "shenzhen") & (result["test_site"] == "shenzhen")]
-    other = result[(result["train_site"] == "montgomery") & (result["test_site"] == "shenzhen")]
-    expected = own["dice_mean"].iloc[0] - other["dice_mean"].iloc[0]
-    assert values["xs_unet_shenzhen_drop"] == pytest.approx(expected)
-    short = crosssite.summary_values(result, model="unet")
-    assert short["xs_shenzhen_drop"] == pytest.approx(expected)
-    assert "xs_montgomery_to_shenzhen_dice_mean" in short
+    drops = crosssite.site_drop(result, "unet")
+    assert sorted(drops.index) == ["montgomery", "shenzhen"]
+    expected = own["dice_mean"].iloc[0] - row["dice_mean"].iloc[0]
+    assert drops.loc["shenzhen", "drop"] == pytest.approx(expected)
+    assert np.allclose(drops["own"] - drops["other"], drops["drop"])
     with pytest.raises(ValueError, match="resunet"):
-        crosssite.summary_values(result, model="resunet")
+        crosssite.transfer_table(result, "resunet")
+    with pytest.raises(ValueError, match="resunet"):
+        crosssite.site_drop(result, "resunet")
 
 
 def test_configs_from_runs_copies_the_runs_configs():

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cxrlib.cli import main
+from cxrlib.data import archive as archive_module
 from cxrlib.data import download
 from cxrlib.data.download import (
     EXTRACT_MARKER,
@@ -414,7 +416,7 @@ def test_safe_extract_skips_clutter_and_reports_it(
         tmp_path / "set.zip",
         [("set/a.png", b"a")] + [(name, b"x") for name in CLUTTER] + [("set/desktop.ini", b"")],
     )
-    with caplog.at_level("INFO", logger="cxrlib.data.download"):
+    with caplog.at_level("INFO", logger="cxrlib.data.archive"):
         root = safe_extract(archive, tmp_path / "out")
     assert root == tmp_path / "out" / "set"
     assert [p.relative_to(root).as_posix() for p in _all_files(root)] == [
@@ -463,7 +465,7 @@ def test_interrupted_extraction_leaves_nothing(
 ) -> None:
     archive = _zip_with(tmp_path / "set.zip", [(f"f{i}.txt", b"data") for i in range(5)])
     calls = {"n": 0}
-    real_copy = download.shutil.copyfileobj
+    real_copy = archive_module.shutil.copyfileobj
 
     def copy_then_fail(source, sink, length=0):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -471,7 +473,7 @@ def test_interrupted_extraction_leaves_nothing(
             raise KeyboardInterrupt
         return real_copy(source, sink, length)
 
-    monkeypatch.setattr(download.shutil, "copyfileobj", copy_then_fail)
+    monkeypatch.setattr(archive_module.shutil, "copyfileobj", copy_then_fail)
     with pytest.raises(KeyboardInterrupt):
         safe_extract(archive, tmp_path / "out")
     assert calls["n"] == 3
@@ -488,16 +490,20 @@ def test_corrupt_or_missing_archive(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
-# ---------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------- CLI: cxrlib download
 
 
 def test_cli_list_and_refusal(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert download.main(["list"]) == 0
+    assert main(["download", "list"]) == 0
     out = capsys.readouterr().out
     assert "montgomery" in out and MONTGOMERY_SHA256 in out and "shenzhen-masks" in out
-    assert download.main(["fetch", "shenzhen", "--dest", str(tmp_path)]) == 2
+    assert main(["download", "shenzhen", "--dest", str(tmp_path)]) == 2
     assert "--sha256" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_download_module_has_no_command_line_of_its_own() -> None:
+    assert not hasattr(download, "main") and not hasattr(download, "_build_parser")
 
 
 def test_cli_fetch(
@@ -506,6 +512,8 @@ def test_cli_fetch(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, sha, _ = montgomery
-    args = ["fetch", "montgomery", "--dest", str(tmp_path / "c"), "--url", url]
-    assert download.main([*args, "--sha256", sha, "--no-progress"]) == 0
+    args = ["-q", "download", "montgomery", "--dest", str(tmp_path / "c"), "--url", url]
+    assert main([*args, "--sha256", sha]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "c" / "NLM-MontgomeryCXRSet")
+    assert main([*args, "--sha256", sha, "--no-extract"]) == 0  # reuses the verified zip
+    assert capsys.readouterr().out.strip() == str(tmp_path / "c" / "NLM-MontgomeryCXRSet.zip")

@@ -1,4 +1,5 @@
-"""Tests for cxrlib.tb.evaluate: reports, ROC with CIs, operating points, cross-validation."""
+"""Tests for cxrlib.tb.metrics and cxrlib.tb.crossval: reports, ROC with CIs, operating points,
+cross-validation."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 
 from cxrlib.tb.classifiers import ClassifierError
-from cxrlib.tb.evaluate import (
+from cxrlib.tb.crossval import cross_site, cross_validate, cv_table
+from cxrlib.tb.metrics import (
     auc_with_ci,
     binary_metrics,
     classification_report_table,
     confusion_matrix_table,
-    cross_site,
-    cross_validate,
-    cv_table,
     operating_points,
     per_site_metrics,
     roc_with_ci,
@@ -196,6 +195,9 @@ def test_per_site_metrics():
     table = per_site_metrics(y, p, sites, n_boot=200)
     assert list(table.index) == ["a", "b", "c", "all"]
     assert table.loc["a", "auc"] == 1.0 and table.loc["b", "auc"] == 0.0
+    # one case per class: every resample is that pair, the interval is the point
+    assert table.loc["b", ["auc_low", "auc_high"]].tolist() == [0.0, 0.0]
+    assert table.loc["a", "auc_low"] <= 1.0 == table.loc["a", "auc_high"]
     assert np.isnan(table.loc["c", "auc"])  # one class only
     assert table.loc["all", "n"] == 8 and table.loc["all", "n_tb"] == 3
     assert table.loc["all", "auc"] == pytest.approx(roc_auc_score(y, p))

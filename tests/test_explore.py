@@ -137,14 +137,18 @@ def test_plots_return_figures():
         plots.example_grid(images[:0], None, [])
 
 
-@pytest.mark.parametrize(
-    ("comparison", "words"),
-    [
-        ({"ratio": 0.8, "p_value": 0.001}, "smaller than"),
-        ({"ratio": 1.2, "p_value": 0.01}, "larger than"),
-        ({"ratio": 0.8, "p_value": 0.3}, "not clearly different from"),
-        ({"ratio": float("nan"), "p_value": float("nan")}, "not clearly different from"),
-    ],
-)
-def test_describe_difference(comparison, words):
-    assert explore.describe_difference(comparison) == words
+def test_site_balance_reports_every_site():
+    table = pd.DataFrame(
+        {
+            "site": ["montgomery"] * 4 + ["shenzhen"] * 3,
+            "label": pd.array([0, 0, 0, 1, 1, 1, 0], dtype="Int64"),
+        }
+    )
+    balance = explore.site_balance(explore.label_counts(table))
+    assert list(balance.index) == ["montgomery", "shenzhen"]
+    assert balance["total"].tolist() == [4, 3] and balance["total"].dtype.kind == "i"
+    assert balance["pct_tb"].tolist() == pytest.approx([25.0, 200 / 3])
+    one = explore.site_balance(explore.label_counts(table[table["site"] == "shenzhen"]))
+    assert one.loc["montgomery", "total"] == 0 and np.isnan(one.loc["montgomery", "pct_tb"])
+    with pytest.raises(ValueError, match="label_counts"):
+        explore.site_balance(pd.DataFrame({"normal": [1]}))

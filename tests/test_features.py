@@ -21,9 +21,8 @@ from cxrlib.tb.features.handcrafted import (
     HandcraftedFeatures,
     _glcm,
     image_features,
-    lung_regions,
-    split_lungs,
 )
+from cxrlib.tb.features.regions import lung_regions, split_lungs
 
 SIZE = 64
 

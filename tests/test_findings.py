@@ -1,4 +1,4 @@
-"""Tests for cxrlib.book.findings: keyword families, counts per label, demographics, sentences."""
+"""Tests for cxrlib.book.findings: keyword families, counts per label, demographics."""
 
 from __future__ import annotations
 
@@ -242,42 +242,42 @@ def test_sex_proportions_per_site_and_label():
     np.testing.assert_allclose(shares["female"] + shares["male"], 1.0)
 
 
-def test_demographics_without_readings_are_empty_tables_and_a_note():
+def test_demographics_without_readings_are_empty_tables_or_nan():
     table = _demo_table().assign(sex=None, age=np.nan, reading=None)
     assert findings.age_summary(table).empty
     assert list(findings.age_summary(table).columns) == list(findings.AGE_COLUMNS)
     assert findings.sex_proportions(table).empty
-    assert "no age or sex" in findings.describe_demographics(table)
+    demo = findings.demographics(table)
+    assert len(demo) == 4 and demo.isna().all().all()
 
 
-def test_describe_demographics_quotes_the_medians_and_shares():
-    text = findings.describe_demographics(_demo_table())
-    assert "Montgomery: median age 60 years for TB and 30 for normal" in text
-    assert "100 % of TB and 50 % of normal radiographs are of men" in text
+def test_demographics_has_every_site_and_label():
+    demo = findings.demographics(_demo_table())
+    sites = sorted(_demo_table()["site"].unique())
+    assert list(demo.index) == [(s, label) for s in sites for label in ("normal", "TB")]
+    assert list(demo.columns) == ["median_age", "pct_male"]
+    assert demo.loc[("montgomery", "TB"), "median_age"] == pytest.approx(60)
+    assert demo.loc[("montgomery", "normal"), "median_age"] == pytest.approx(30)
+    assert demo.loc[("montgomery", "TB"), "pct_male"] == pytest.approx(100)
+    assert demo.loc[("montgomery", "normal"), "pct_male"] == pytest.approx(50)
+    one_label = _demo_table().assign(label=1)
+    assert findings.demographics(one_label).xs("normal", level="label").isna().all().all()
+    only = findings.demographics(_demo_table(), sites=("shenzhen", "mars"))
+    assert list(only.index.get_level_values("site")) == ["shenzhen"] * 2 + ["mars"] * 2
+    assert only.loc["mars"].isna().all().all()
 
 
-def test_has_readings_and_describe_readings():
+def test_has_readings_and_reading_count():
     table = _demo_table()
     assert findings.has_readings(table)
-    assert findings.describe_readings(table) == "All 8 radiographs come with a clinical reading."
+    assert findings.reading_count(table) == 8
     partial = table.assign(reading=["normal"] * 6 + [None, ""])
-    text = findings.describe_readings(partial)
-    assert text.startswith("6 of the 8 radiographs") and "Shenzhen" in text
+    assert findings.reading_count(partial) == 6
     empty = table.assign(reading=None)
     assert not findings.has_readings(empty)
+    assert findings.reading_count(empty) == 0
     assert not findings.has_readings(table.drop(columns="reading"))
-    assert findings.describe_readings(empty).startswith("None of the 8 radiographs")
-
-
-def test_describe_keywords_names_the_top_families_and_the_zones():
-    table = _hand_table()
-    text = findings.describe_keywords(keyword_table(table["reading"], table["label"]), top=2)
-    assert text.startswith("The families most often named in TB readings are upper zone (50 %)")
-    assert "bilateral (50 %)" in text
-    assert "upper zones are mentioned in 50 % of TB readings" in text
-    assert "lower zones (25 %)" in text
-    empty = findings.describe_keywords(keyword_table([], []))
-    assert empty.startswith("Without TB readings")
+    assert findings.reading_count(table.drop(columns="reading")) == 0
 
 
 def test_pick_by_site_and_label_orders_groups_and_respects_n():
@@ -309,18 +309,3 @@ def test_keyword_table_on_phantom_readings(tmp_path):
     assert result["n_normal"].sum() == 0  # phantom normals read "normal"
     assert result.loc["TB named", "pct_tb"] == pytest.approx(100.0)
     assert result.loc["upper zone", "n_tb"] >= result.loc["lower zone", "n_tb"]
-
-
-def test_describe_label_balance_quotes_totals_and_tb_shares():
-    table = pd.DataFrame(
-        {
-            "site": ["montgomery"] * 4 + ["shenzhen"] * 3,
-            "label": pd.array([0, 0, 0, 1, 1, 1, 0], dtype="Int64"),
-        }
-    )
-    from cxrlib.book.explore import label_counts
-
-    text = findings.describe_label_balance(label_counts(table))
-    assert text == "Montgomery contributes 4 radiographs (25 % TB) and Shenzhen 3 (67 % TB)."
-    with pytest.raises(ValueError, match="label_counts"):
-        findings.describe_label_balance(pd.DataFrame({"normal": [1]}))

@@ -1,4 +1,4 @@
-"""Tests for cxrlib.seg.inference: model checks, prediction, folder segmentation, lung areas."""
+"""Tests for cxrlib.seg.inference (model checks, prediction) and cxrlib.seg.folder."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ import pytest
 from PIL import Image
 
 from cxrlib.data.imageio import read_image, read_mask, write_png
-from cxrlib.seg import inference
-from cxrlib.seg.inference import (
-    ModelFileError,
-    load_segmentation_model,
-    lung_areas,
-    predict_masks,
-    segment_folder,
-)
+from cxrlib.seg import folder as seg_folder
+from cxrlib.seg.folder import lung_areas, segment_folder
+from cxrlib.seg.inference import ModelFileError, load_segmentation_model, predict_masks
+from cxrlib.seg.postprocess import postprocess_mask
 
 
 def _dark_is_lung_model(size: int = 32):
@@ -198,20 +194,19 @@ def test_a_classifier_is_not_a_segmentation_model(tmp_path):
         load_segmentation_model(path)
 
 
-def test_clean_mask_matches_postprocess_mask():
-    from cxrlib.seg.postprocess import postprocess_mask
-
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        mask = rng.random((40, 50)) > 0.45
-        np.testing.assert_array_equal(inference.clean_mask(mask), postprocess_mask(mask))
-    ring = np.zeros((20, 20), bool)
-    ring[3:15, 3:15] = True
-    ring[6:10, 6:10] = False  # a hole
-    ring[0:2, 17:20] = True  # a third component
-    ring[5:7, 18:20] = True  # a fourth
-    np.testing.assert_array_equal(inference.clean_mask(ring), postprocess_mask(ring))
-    assert inference.clean_mask(ring)[7, 7]
+def test_segment_folder_postprocesses_the_masks(model_path, tmp_path):
+    """A speck is dropped and a hole filled (postprocess_mask), unless postprocess=False."""
+    images = tmp_path / "images"
+    image, mask = _two_lungs(64, 64)
+    image[36:44, 10:18] = 0.9  # a hole in the larger lung
+    image[2:6, 56:60] = 0.1  # a third, small dark component
+    write_png(images / "one.png", image)
+    segment_folder(model_path, images, tmp_path / "clean", progress=False)
+    segment_folder(model_path, images, tmp_path / "raw", postprocess=False, progress=False)
+    clean, raw = read_mask(tmp_path / "clean" / "one.png"), read_mask(tmp_path / "raw" / "one.png")
+    assert raw[2:6, 56:60].any() and not raw[40, 14]
+    assert not clean[2:6, 56:60].any() and clean[40, 14]
+    np.testing.assert_array_equal(clean, postprocess_mask(raw))
 
 
 def test_overlay_png_is_a_palette_image(model_path, tmp_path):
@@ -222,7 +217,7 @@ def test_overlay_png_is_a_palette_image(model_path, tmp_path):
     with Image.open(tmp_path / "out" / "overlays" / "one.png") as picture:
         assert picture.mode == "P"
         rgb = np.asarray(picture.convert("RGB"))
-    expected = inference.overlay_image(
+    expected = seg_folder.overlay_image(
         read_image(images / "one.png"), read_mask(tmp_path / "out" / "one.png")
     )
     np.testing.assert_array_equal(rgb, expected)
@@ -230,7 +225,7 @@ def test_overlay_png_is_a_palette_image(model_path, tmp_path):
 
 def test_overlay_image_marks_the_mask():
     image, mask = _two_lungs(40, 40)
-    rgb = inference.overlay_image(image, mask)
+    rgb = seg_folder.overlay_image(image, mask)
     assert rgb.shape == (40, 40, 3) and rgb.dtype == np.uint8
     outside = rgb[~mask]
     assert np.all(outside[:, 0] == outside[:, 1])  # grey outside the lungs

@@ -131,4 +131,4 @@ def test_the_checker_sees_a_violation(tmp_path):
 @pytest.mark.parametrize("path", FILES, ids=lambda p: _module_name(p))
 def test_modules_stay_small(path):
     lines = len(path.read_text().splitlines())
-    assert lines <= 650, f"{_module_name(path)} has {lines} lines: split it by concept"
+    assert lines <= 600, f"{_module_name(path)} has {lines} lines: split it by concept"

@@ -11,12 +11,10 @@ from cxrlib.book.leakage import (
     DESIGNS,
     copies_table,
     design_summary,
-    interval_relations,
-    leakage_experiment,
     make_pool,
     split_designs,
-    summary_values,
 )
+from cxrlib.book.leakage_run import difference_interval, leakage_experiment
 from cxrlib.data.splits import LeakageError
 from cxrlib.seg.augment import AugmentationConfig, make_augmented_copies
 
@@ -222,45 +220,22 @@ def test_tiny_experiment_returns_one_row_per_design():
     for column in ("train_dice", "val_dice", "test_dice"):
         assert table[column].between(0.0, 1.0).all()
     np.testing.assert_allclose(table["gap"], table["val_dice"] - table["test_dice"])
-    assert (table["gap_low"] <= table["gap_high"]).all()
+    assert (table["gap_low"] <= table["gap"] + 1e-12).all()
+    assert (table["gap"] <= table["gap_high"] + 1e-12).all()
+    assert (table["test_low"] <= table["test_dice"] + 1e-12).all()
+    assert (table["test_dice"] <= table["test_high"] + 1e-12).all()
     assert (table["val_low"] <= table["val_dice"] + 1e-12).all()
     assert (table["val_dice"] <= table["val_high"] + 1e-12).all()
 
 
-def test_summary_values_names_every_number():
-    results = pd.DataFrame(
-        {"val_dice": [0.9, 0.8], "test_dice": [0.7, 0.75], "train_seconds": [60.0, 30.0]},
-        index=list(DESIGNS),
-    )
-    values = summary_values(results)
-    assert values["leaky_val_dice"] == 0.9
-    assert values["honest_test_dice"] == 0.75
-    assert values["train_minutes"] == pytest.approx(1.5)
-    assert len(values) == 7
-    with pytest.raises(ValueError, match="lacks the design"):
-        summary_values(results.iloc[:1])
-
-
-def test_interval_relations():
-    results = pd.DataFrame(
-        {
-            "val_low": [0.95, 0.80],
-            "val_high": [0.97, 0.90],
-            "test_low": [0.90, 0.85],
-            "test_high": [0.94, 0.88],
-        },
-        index=list(DESIGNS),
-    )
-    assert interval_relations(results) == {
-        "leaky_relation": "lies entirely above",
-        "honest_relation": "overlaps",
-    }
-    results.loc[HONEST, ["val_low", "val_high"]] = [0.70, 0.80]
-    assert interval_relations(results)["honest_relation"] == "lies entirely below"
-    results["gap_low"] = [0.01, -0.02]
-    results["gap_high"] = [0.05, 0.03]
-    relations = interval_relations(results)
-    assert relations["leaky_gap_relation"] == "lies entirely above"
-    assert relations["honest_gap_relation"] == "includes"
-    results.loc[HONEST, ["gap_low", "gap_high"]] = [-0.05, -0.01]
-    assert interval_relations(results)["honest_gap_relation"] == "lies entirely below"
+def test_difference_interval_combines_the_two_intervals():
+    # symmetric intervals: the half-widths add in quadrature
+    low, high = difference_interval((0.9, 0.87, 0.93), (0.8, 0.76, 0.84))
+    assert low == pytest.approx(0.1 - 0.05) and high == pytest.approx(0.1 + 0.05)
+    # lopsided intervals: each side takes the matching sides of the two intervals
+    low, high = difference_interval((0.9, 0.8, 0.91), (0.5, 0.49, 0.6))
+    assert low == pytest.approx(0.4 - np.hypot(0.1, 0.1))
+    assert high == pytest.approx(0.4 + np.hypot(0.01, 0.01))
+    # exact estimates give a point; a nan bound gives nan
+    assert difference_interval((0.5, 0.5, 0.5), (0.2, 0.2, 0.2)) == pytest.approx((0.3, 0.3))
+    assert np.isnan(difference_interval((0.5, np.nan, np.nan), (0.2, 0.1, 0.3))).all()

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import cdist, directed_hausdorff
 
+from cxrlib import stats
 from cxrlib.seg import metrics
 
 
@@ -117,38 +118,6 @@ def test_per_image_scores_table():
         metrics.per_image_scores(preds, truths, ids=["a", "b"])
 
 
-def test_bootstrap_ci_contains_estimate_and_narrows_with_more_samples():
-    rng = np.random.default_rng(0)
-    small = rng.normal(0.9, 0.05, 20)
-    large = rng.normal(0.9, 0.05, 2000)
-    est_s, lo_s, hi_s = metrics.bootstrap_ci(small)
-    est_l, lo_l, hi_l = metrics.bootstrap_ci(large)
-    assert lo_s <= est_s <= hi_s
-    assert lo_l <= est_l <= hi_l
-    assert est_s == pytest.approx(small.mean())
-    assert (hi_l - lo_l) < (hi_s - lo_s) / 4
-    # a 95% CI of the mean is about +-1.96 standard errors wide
-    assert (hi_l - lo_l) == pytest.approx(2 * 1.96 * 0.05 / math.sqrt(2000), rel=0.2)
-
-
-def test_bootstrap_ci_is_reproducible_and_handles_stats_without_axis():
-    values = np.random.default_rng(1).random(50)
-    assert metrics.bootstrap_ci(values, seed=3) == metrics.bootstrap_ci(values, seed=3)
-    assert metrics.bootstrap_ci(values, seed=3) != metrics.bootstrap_ci(values, seed=4)
-    vectorised = metrics.bootstrap_ci(values, stat=np.median, n_boot=300)
-    looped = metrics.bootstrap_ci(values, stat=lambda v: float(np.median(v)), n_boot=300)
-    assert looped == pytest.approx(vectorised)
-
-
-def test_bootstrap_ci_edge_cases():
-    assert metrics.bootstrap_ci([0.5]) == (0.5, 0.5, 0.5)
-    assert metrics.bootstrap_ci([0.5, np.nan, 0.5])[0] == 0.5
-    with pytest.raises(ValueError, match="non-nan"):
-        metrics.bootstrap_ci([np.nan])
-    with pytest.raises(ValueError, match="ci"):
-        metrics.bootstrap_ci([1.0, 2.0], ci=95)
-
-
 def test_summarize_by_site():
     rng = np.random.default_rng(0)
     df = pd.DataFrame(
@@ -171,5 +140,8 @@ def test_summarize_by_site():
         assert (summary[f"{col}_low"] <= summary[f"{col}_mean"]).all()
         assert (summary[f"{col}_mean"] <= summary[f"{col}_high"]).all()
     assert summary.loc["MC", "dice_low"] > summary.loc["CHN", "dice_high"]
+    # the intervals are cxrlib.stats.bootstrap_ci's (the bootstrap is tested in test_stats)
+    low, high = stats.bootstrap_ci(df["iou"][10:], n_boot=500)[1:]
+    assert (summary.loc["CHN", "iou_low"], summary.loc["CHN", "iou_high"]) == (low, high)
     with pytest.raises(ValueError, match="hd95"):
         metrics.summarize_by_site(df.drop(columns="hd95"))

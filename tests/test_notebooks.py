@@ -68,17 +68,22 @@ def test_cpu_profile_trains_exactly_the_cpu_recipe(chapter, monkeypatch):
     """The published edition's segmentation runs are what `cxrlib train-seg` trains."""
     from cxrlib import precision
     from cxrlib.book import seg_runs
-    from cxrlib.seg import train
+    from cxrlib.seg import train_config
 
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     monkeypatch.setattr(precision, "has_gpu", lambda: False)
     settings = bookrunner.load_profile(REPO_ROOT, "cpu")["notebooks"][chapter]
     run = next(r for r in bookrunner.BOOK_PLAN if r.output == chapter)
+    assert settings["recipe"] == "cpu", "the cpu profile names the recipe"
+    restated = {"img_size", "filters", "epochs", "batch_size", "lr_schedule", "patience"}
+    assert not restated & set(settings), "the profile restates values of the recipe"
+    declared = bookrunner.notebook_parameters(bookrunner.chapter_source(REPO_ROOT, run.source))
+    values = {**declared, **run.parameters, **settings}
     keys = ("img_size", "filters", "epochs", "batch_size", "precision", "lr_schedule", "patience")
     config = seg_runs.segmentation_config(
-        run.parameters["model"], **{key: settings[key] for key in keys}
+        values["model"], recipe=values["recipe"], **{key: values[key] for key in keys}
     )
-    assert config == train.cpu_recipe(run.parameters["model"])
+    assert config == train_config.cpu_recipe(run.parameters["model"])
 
 
 def test_toc_lists_every_planned_chapter():
@@ -132,11 +137,30 @@ def test_smoke_book_html_has_figures_and_no_tracebacks(smoke_book):
     assert (html / "reproducibility.html").is_file()
 
 
+#: Chapters nbval re-executes to check that their ``# NBVAL_CHECK_OUTPUT`` cells give the
+#: same output twice: the ones that train nothing (seconds each). The training chapters are
+#: executed once per test run, by the ``smoke_book`` fixture; for them the test below only
+#: checks that the marked cells printed something.
+NBVAL_CHAPTERS = ("01_data_exploration", "05_tb_exploration")
+
+
+def test_smoke_book_checked_cells_have_output(smoke_book):
+    book_dir, _ = smoke_book
+    for path in _executed(book_dir):
+        notebook = nbformat.read(path, as_version=4)
+        checked = [c for c in notebook.cells if "# NBVAL_CHECK_OUTPUT" in c.get("source", "")]
+        for cell in checked:
+            text = "".join(o.get("text", "") for o in cell.get("outputs", []))
+            assert text.strip(), f"{path.name}: a checked cell printed nothing"
+
+
 def test_smoke_book_deterministic_cells_with_nbval(smoke_book):
     book_dir, _ = smoke_book
     sanitize = REPO_ROOT / "tests" / "nbval_sanitize.cfg"
+    chapters = [p for p in _executed(book_dir) if p.stem in NBVAL_CHAPTERS]
+    assert len(chapters) == len(NBVAL_CHAPTERS)
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax"]
-    command += ["--nbval-sanitize-with", str(sanitize), *map(str, _executed(book_dir))]
+    command += ["--nbval-sanitize-with", str(sanitize), *map(str, chapters)]
     env = dict(os.environ, MPLBACKEND="Agg")
     result = subprocess.run(command, capture_output=True, text=True, cwd=book_dir, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

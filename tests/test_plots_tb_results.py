@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cxrlib.book import plots_tb_results  # noqa: E402
-from cxrlib.tb import evaluate
+from cxrlib.tb import metrics  # noqa: E402
 from cxrlib.tb.saliency import OcclusionMap  # noqa: E402
 
 
@@ -68,12 +68,12 @@ def _roc():
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 40)
     p = np.clip(0.3 * y + rng.random(80) * 0.7, 0, 1)
-    return y, p, evaluate.roc_with_ci(y, p, n_boot=200)
+    return y, p, metrics.roc_with_ci(y, p, n_boot=200)
 
 
 def test_roc_curves_show_auc_intervals_and_operating_points():
     y, p, curve = _roc()
-    points = evaluate.operating_points(y, p)
+    points = metrics.operating_points(y, p)
     fig = plots_tb_results.roc_curves({"all": curve, "site": curve}, operating_points=points)
     ax = fig.axes[0]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -94,7 +94,7 @@ def test_roc_curves_reject_bad_curves():
 def test_confusion_matrix_shows_counts_and_shares():
     y = np.array([0, 0, 0, 1, 1])
     p = np.array([0.1, 0.2, 0.9, 0.8, 0.3])
-    table = evaluate.confusion_matrix_table(y, p)
+    table = metrics.confusion_matrix_table(y, p)
     fig = plots_tb_results.confusion_matrix(table, title="out-of-fold")
     text = _texts(fig)
     assert "2\n(67%)" in text and "1\n(33%)" in text and "1\n(50%)" in text

@@ -85,3 +85,28 @@ def test_errors():
         postprocess.fill_holes(np.zeros((2, 3, 4, 5), bool))
     with pytest.raises(ValueError, match="dtype"):
         postprocess.fill_holes(np.array([["a"]]))
+
+
+def test_fill_holes_is_scipys_binary_fill_holes():
+    """The one-labelling fill gives exactly ``scipy.ndimage.binary_fill_holes``."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((40, 50)) > p for p in (0.3, 0.45, 0.6)]
+    masks += [np.zeros((6, 7), bool), np.ones((6, 7), bool), np.zeros((1, 5), bool)]
+    ring = np.zeros((9, 9), bool)
+    ring[1:8, 1:8] = True
+    ring[3:6, 3:6] = False
+    ring[4, 4] = True  # an island inside the hole: stays, and the hole around it fills
+    masks.append(ring)
+    diagonal = np.zeros((5, 5), bool)
+    diagonal[1, 2] = diagonal[2, 1] = diagonal[2, 3] = diagonal[3, 2] = True
+    masks.append(diagonal)  # a 4-connected hole enclosed by 8-connected pixels: filled
+    for mask in masks:
+        expected = ndimage.binary_fill_holes(mask)
+        np.testing.assert_array_equal(postprocess.fill_holes(mask), expected)
+        kept = postprocess.keep_largest_components(mask, k=2)
+        np.testing.assert_array_equal(
+            postprocess.postprocess_mask(mask), ndimage.binary_fill_holes(kept)
+        )
+    assert postprocess.fill_holes(diagonal)[2, 2] and postprocess.fill_holes(ring).sum() == 49

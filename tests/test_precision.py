@@ -8,7 +8,7 @@ import pytest
 
 from cxrlib import precision
 from cxrlib.precision import PRECISIONS, resolve_precision, runnable_precision
-from cxrlib.seg.train import TrainConfig, cpu_recipe
+from cxrlib.seg.train_config import TrainConfig, cpu_recipe
 
 
 @pytest.mark.parametrize(

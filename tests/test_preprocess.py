@@ -1,5 +1,5 @@
-"""Tests for cxrlib.preprocess (resize, letterbox, equalize, load_arrays) and
-cxrlib.preprocess.cache."""
+"""Tests for cxrlib.preprocess: transforms (resize, letterbox, equalize), loader
+(load_arrays) and cache."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from cxrlib.preprocess import (
     letterbox_box,
     letterbox_mask,
     load_arrays,
+    loader,
     preprocess_image,
     preprocess_mask,
     resize_image,
@@ -277,7 +278,7 @@ def test_load_arrays_shapes_masks_and_ids(dataset):
     np.testing.assert_array_equal(loaded.original_shapes, [[64, 64]] * n)
     assert 0 <= loaded.images.min() and loaded.images.max() <= 1
     # matches the single-image functions
-    image = preprocess.read_image(dataset["image_path"][2])
+    image = loader.read_image(dataset["image_path"][2])
     np.testing.assert_array_equal(loaded.images[2, ..., 0], preprocess_image(image, size=SIZE))
     # the left+right pair is OR-merged: two separate lungs
     pair = loaded.masks[5, ..., 0]
@@ -313,41 +314,43 @@ def test_load_arrays_serial_and_parallel_agree(dataset, options):
     assert serial.ids == parallel.ids
 
 
-def test_load_arrays_with_forkserver_workers(dataset, tmp_path, monkeypatch):
-    """The start method used when the caller runs threads (Jupyter, TensorFlow)."""
-    import multiprocessing
-
-    serial = load_arrays(dataset, size=SIZE, n_jobs=1, cache_dir=False, progress=False)
-    monkeypatch.setattr(
-        preprocess, "_pool_context", lambda: multiprocessing.get_context("forkserver")
-    )
-    parallel = load_arrays(dataset, size=SIZE, n_jobs=2, cache_dir=tmp_path / "c", progress=False)
-    np.testing.assert_array_equal(serial.images, parallel.images)
-    np.testing.assert_array_equal(serial.masks, parallel.masks)
-    broken = Path(dataset["image_path"][6])
-    broken.write_bytes(b"")
-    with pytest.raises(ImageReadError, match=re.escape(str(broken))):
-        load_arrays(dataset, size=SIZE, n_jobs=2, cache_dir=False, progress=False)
-
-
-def test_pool_start_method_depends_on_threads(monkeypatch):
+def test_load_arrays_while_other_threads_run(dataset, tmp_path):
+    """joblib's loky workers are fresh interpreters: a caller with running threads (a
+    Jupyter kernel, TensorFlow) can use them, and read errors still name the file."""
     import threading
 
-    class TMonitor(threading.Thread):  # named like tqdm's monitor thread, which is harmless
-        pass
+    serial = load_arrays(dataset, size=SIZE, n_jobs=1, cache_dir=False, progress=False)
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)
+    busy.start()
+    try:
+        parallel = load_arrays(
+            dataset, size=SIZE, n_jobs=2, cache_dir=tmp_path / "c", progress=False
+        )
+        np.testing.assert_array_equal(serial.images, parallel.images)
+        np.testing.assert_array_equal(serial.masks, parallel.masks)
+        broken = Path(dataset["image_path"][6])
+        broken.write_bytes(b"")
+        with pytest.raises(ImageReadError, match=re.escape(str(broken))):
+            load_arrays(dataset, size=SIZE, n_jobs=2, cache_dir=False, progress=False)
+    finally:
+        stop.set()
+        busy.join()
 
-    main = threading.main_thread()
-    monkeypatch.setattr(preprocess.sys, "platform", "linux")
-    for name in preprocess._FORK_UNSAFE_MODULES:
-        monkeypatch.delitem(preprocess.sys.modules, name, raising=False)
-    # Other tests in the same session may leave threads running: pin the thread list.
-    monkeypatch.setattr(threading, "enumerate", lambda: [main, TMonitor()])
-    assert preprocess._pool_context().get_start_method() == "fork"
-    monkeypatch.setattr(threading, "enumerate", lambda: [main, threading.Thread()])
-    assert preprocess._pool_context().get_start_method() == "forkserver"
-    monkeypatch.setattr(threading, "enumerate", lambda: [main])
-    monkeypatch.setitem(preprocess.sys.modules, "tensorflow", object())
-    assert preprocess._pool_context().get_start_method() == "forkserver"
+
+def test_parallel_load_uses_joblib(dataset, monkeypatch):
+    import joblib
+
+    made = []
+
+    class Recording(joblib.Parallel):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(joblib, "Parallel", Recording)
+    load_arrays(dataset, size=SIZE, n_jobs=2, cache_dir=False, progress=False)
+    assert made and made[0]["backend"] == "loky" and made[0]["n_jobs"] == 2
 
 
 def test_load_arrays_validates_arguments(dataset):
@@ -412,8 +415,8 @@ def test_cache_hit_does_not_read_images(dataset, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an image was read although the cache should have been hit")
 
-    monkeypatch.setattr(preprocess, "read_image", refuse)
-    monkeypatch.setattr(preprocess, "read_mask", refuse)
+    monkeypatch.setattr(loader, "read_image", refuse)
+    monkeypatch.setattr(loader, "read_mask", refuse)
     second = load_arrays(dataset, size=SIZE, n_jobs=1, cache_dir=cache_dir, progress=False)
     for name in ("images", "masks", "has_mask", "original_shapes"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))

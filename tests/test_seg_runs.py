@@ -1,4 +1,4 @@
-"""Tests for cxrlib.book.seg_runs: configs, run lookup (find or train), tables and cases."""
+"""Tests for cxrlib.book.seg_runs, seg_tables and seg_cases: configs, run lookup, tables, cases."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrlib.book import seg_runs
+from cxrlib.book import seg_cases, seg_runs, seg_tables
+from cxrlib.book.glue import glue_values
 from cxrlib.seg.models import RESUNET_PARAMS_256, UNET_PARAMS_256
-from cxrlib.seg.train import CPU_RECIPE_FILTERS, TrainConfig
+from cxrlib.seg.train_config import CPU_RECIPE_FILTERS, TrainConfig, cpu_recipe
 
 TINY = TrainConfig(
     model="unet",
@@ -42,17 +43,24 @@ def trained(table, runs_root):
 # ------------------------------------------------------------------ config
 
 
-def test_config_resolves_recipe_original_and_explicit_filters():
+def test_config_resolves_named_recipes_original_and_explicit_filters():
     common = {"img_size": 128, "epochs": 3, "batch_size": 8}
-    recipe = seg_runs.segmentation_config("resunet", filters="recipe", **common)
+    recipe = seg_runs.segmentation_config("resunet", recipe="cpu", seed=3, **common)
+    assert recipe == cpu_recipe("resunet", seed=3), "a named recipe wins over the values"
     assert recipe.filters == CPU_RECIPE_FILTERS["resunet"]
+    gpu = seg_runs.segmentation_config("unet", recipe="gpu")
+    assert (gpu.img_size, gpu.filters, gpu.epochs, gpu.batch_size) == (256, None, 50, 16)
+    with pytest.raises(ValueError, match="unknown recipe 'laptop'.*cpu"):
+        seg_runs.segmentation_config("unet", recipe="laptop")
+    with pytest.raises(ValueError, match="img_size"):
+        seg_runs.segmentation_config("unet")
     original = seg_runs.segmentation_config("unet", filters=None, **common)
     assert original.filters is None and original.resolved_filters == (32, 64, 128, 256, 512)
     explicit = seg_runs.segmentation_config("UNet", filters=[8, 16], lr_schedule="cosine", **common)
     assert explicit.model == "unet" and explicit.filters == (8, 16)
     assert explicit.lr_schedule == "cosine"
     with pytest.raises(ValueError, match="filters"):
-        seg_runs.segmentation_config("unet", filters="small", **common)
+        seg_runs.segmentation_config("unet", filters="recipe", **common)
 
 
 # ------------------------------------------------------------------ runs
@@ -120,7 +128,7 @@ def test_load_run_names_what_is_missing(tmp_path):
 
 
 def test_split_counts_per_site_and_split(trained):
-    counts = seg_runs.split_counts(trained.split)
+    counts = seg_tables.split_counts(trained.split)
     assert list(counts.columns) == ["train", "val", "test", "all"]
     assert counts.loc["all", "all"] == len(trained.split)
     site_counts = trained.split.groupby("site").size()
@@ -129,25 +137,25 @@ def test_split_counts_per_site_and_split(trained):
 
 
 def test_original_parameter_counts():
-    assert seg_runs.parameter_counts("unet") == UNET_PARAMS_256
-    assert seg_runs.parameter_counts("resunet") == RESUNET_PARAMS_256
-    assert seg_runs.parameter_counts("unet", (4, 8, 16)) < 100_000
+    assert seg_tables.parameter_counts("unet") == UNET_PARAMS_256
+    assert seg_tables.parameter_counts("resunet") == RESUNET_PARAMS_256
+    assert seg_tables.parameter_counts("unet", (4, 8, 16)) < 100_000
 
 
 def test_parameter_score_and_speed_tables(trained):
     results = {"U-Net": trained}
-    params = seg_runs.parameter_table(results)
+    params = seg_tables.parameter_table(results)
     assert params.loc["U-Net", "original_params"] == UNET_PARAMS_256
     assert params.loc["U-Net", "trained_params"] == trained.load_model().count_params()
     assert params.loc["U-Net", "trained_filters"] == "4-8-16"
-    scores = seg_runs.score_table(results)
+    scores = seg_tables.score_table(results)
     summary = trained.summary_table().xs("raw", level="postprocess")
     assert list(scores["site"]) == list(summary.index)
     assert np.allclose(scores["dice_mean"], summary["dice_mean"])
-    speed = seg_runs.speed_table(results, {"U-Net": 12.5})
+    speed = seg_tables.speed_table(results, {"U-Net": 12.5})
     assert speed.loc["U-Net", "inference_images_per_s"] == 12.5
     assert speed.loc["U-Net", "train_images_per_s"] > 0
-    summary = seg_runs.history_summary(trained)
+    summary = seg_tables.history_summary(trained)
     assert 1 <= summary["best_epoch"] <= summary["epochs"] == trained.epochs_run
     assert summary["best_val_dice"] == pytest.approx(trained.history["val_dice"].max())
     assert summary["best_val_dice_loss"] == pytest.approx(1 - summary["best_val_dice"])
@@ -166,27 +174,27 @@ def test_pick_cases_orders_best_then_worst():
             "hd95": [1.0] * 6,
         }
     )
-    cases = seg_runs.pick_cases(per_image, n=2)
+    cases = seg_cases.pick_cases(per_image, n=2)
     assert cases["id"].tolist() == ["d", "b", "e", "a"]
     assert cases["case"].tolist() == ["best", "best", "worst", "worst"]
     # never the same radiograph twice when the split is small
-    small = seg_runs.pick_cases(per_image.iloc[:3], n=5)
+    small = seg_cases.pick_cases(per_image.iloc[:3], n=5)
     assert small["id"].is_unique and len(small) == 2
     with pytest.raises(ValueError, match="no per-image"):
-        seg_runs.pick_cases(per_image, split="train")
+        seg_cases.pick_cases(per_image, split="train")
 
 
 def test_case_arrays_and_inference_speed(trained, table):
-    cases = seg_runs.pick_cases(seg_runs.per_image_table(trained), n=1)
+    cases = seg_cases.pick_cases(seg_tables.per_image_table(trained), n=1)
     model = trained.load_model()
-    images, truths, preds = seg_runs.case_arrays(model, cases, table, display_size=48)
+    images, truths, preds = seg_cases.case_arrays(model, cases, table, display_size=48)
     assert images.shape == truths.shape == preds.shape == (len(cases), 48, 48)
     assert images.dtype == np.float32 and truths.dtype == preds.dtype == np.bool_
     assert truths.any(axis=(1, 2)).all()
-    speed = seg_runs.inference_speed(model, np.zeros((4, 32, 32, 1), np.float32), repeats=1)
+    speed = seg_cases.inference_speed(model, np.zeros((4, 32, 32, 1), np.float32), repeats=1)
     assert speed > 0
     with pytest.raises(ValueError, match="not in the dataset"):
-        seg_runs.case_arrays(model, pd.DataFrame({"id": ["nope"]}), table)
+        seg_cases.case_arrays(model, pd.DataFrame({"id": ["nope"]}), table)
 
 
 def test_find_chapter_runs_returns_both_models(table, runs_root, tmp_path, monkeypatch):
@@ -197,7 +205,7 @@ def test_find_chapter_runs_returns_both_models(table, runs_root, tmp_path, monke
     common = {"img_size": 32, "epochs": 2, "batch_size": 4}
     # the U-Net run exists in runs_root (the module's trained run); the ResUNet is trained
     results = seg_runs.find_chapter_runs(
-        table, tmp_path, runs_root=runs_root, filters="recipe", **common
+        table, tmp_path, runs_root=runs_root, recipe="cpu", **common
     )
     assert list(results) == ["U-Net", "ResUNet"]
     assert not results["U-Net"].trained  # found, not trained again
@@ -210,28 +218,29 @@ def test_find_chapter_runs_returns_both_models(table, runs_root, tmp_path, monke
 
 
 def test_run_overview_history_and_table_values(trained):
-    overview = seg_runs.run_overview({"U-Net": trained})
+    overview = seg_tables.run_overview({"U-Net": trained})
     assert overview.loc["U-Net", "run"] == seg_runs.CHAPTER_RUNS["unet"]
     assert overview.loc["U-Net", "filters"] == "4-8-16"
-    history = seg_runs.history_values({"U-Net": trained})
+    history = glue_values("", seg_tables.history_table({"U-Net": trained}))
     assert history["u_net_epochs"] == trained.epochs_run
-    values = seg_runs.table_values(overview, "run")
+    assert type(history["u_net_best_epoch"]) is int
+    values = glue_values("run", overview)
     assert values["run_u_net_img_size"] == 32 and type(values["run_u_net_img_size"]) is int
     assert values["run_u_net_trained_now"] is True
     assert values["run_u_net_precision"] == "float32"
 
 
 def test_paired_difference_of_a_run_with_itself_is_zero(trained):
-    same = seg_runs.paired_difference(trained, trained, names=("A", "B"))
+    same = seg_tables.paired_difference(trained, trained)
     assert list(same.index)[-1] == "all"
     assert same.loc["all", "n"] == (trained.split["split"] == "test").sum()
     assert np.allclose(same[["diff_mean", "diff_low", "diff_high"]], 0.0)
-    assert set(same["verdict"]) == {"no clear difference"}
+    assert set(same["better"]) == {0}
     with pytest.raises(ValueError, match="metric"):
-        seg_runs.paired_difference(trained, trained, metric="accuracy")
+        seg_tables.paired_difference(trained, trained, metric="accuracy")
 
 
-def test_paired_difference_verdict_follows_the_interval(trained, tmp_path):
+def test_paired_difference_better_follows_the_interval(trained, tmp_path):
     import shutil
 
     better = tmp_path / "better"
@@ -239,17 +248,18 @@ def test_paired_difference_verdict_follows_the_interval(trained, tmp_path):
     per_image = pd.read_csv(better / "per_image.csv")
     per_image["dice"] = np.minimum(per_image["dice"] + 0.05, 1.0)
     per_image.to_csv(better / "per_image.csv", index=False)
-    diff = seg_runs.paired_difference(trained, seg_runs.load_run(better), names=("old", "new"))
+    diff = seg_tables.paired_difference(trained, seg_runs.load_run(better))
     assert diff.loc["all", "diff_low"] > 0
-    assert diff.loc["all", "verdict"] == "new better"
-    reverse = seg_runs.paired_difference(seg_runs.load_run(better), trained, names=("new", "old"))
-    assert reverse.loc["all", "verdict"] == "new better"
+    assert diff.loc["all", "better"] == 1
+    reverse = seg_tables.paired_difference(seg_runs.load_run(better), trained)
+    assert reverse.loc["all", "diff_high"] < 0
+    assert reverse.loc["all", "better"] == -1
 
 
 def test_measure_inference_and_case_panels(trained, table):
-    speeds = seg_runs.measure_inference({"U-Net": trained}, table, n=4, repeats=1)
+    speeds = seg_cases.measure_inference({"U-Net": trained}, table, n=4, repeats=1)
     assert set(speeds) == {"U-Net"} and speeds["U-Net"] > 0
-    images, truths, preds, titles = seg_runs.case_panels(
+    images, truths, preds, titles = seg_cases.case_panels(
         {"A": trained, "B": trained}, table, n=1, display_size=40
     )
     assert images.shape == (4, 40, 40) and truths.shape == preds.shape == (4, 40, 40)

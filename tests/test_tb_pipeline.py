@@ -1,8 +1,8 @@
-"""Tests for cxrlib.tb.pipeline: config, load-or-train runs, classify, errors, comparisons.
+"""Tests of TB runs end to end: config, load-or-train runs, classify, errors, comparisons.
 
 The segmentation model is a stand-in (a 1x1 convolution that calls dark pixels lung,
 saved as a real ``.keras`` file), so the tests exercise the whole pipeline in seconds;
-cxrlib.seg.train has its own tests.
+cxrlib.seg has its own tests. The comparisons are the chapter's (cxrlib.book.tb_experiments).
 """
 
 from __future__ import annotations
@@ -18,9 +18,23 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from standins import save_standin_model
 
+from cxrlib.book.tb_experiments import (
+    compare_masks,
+    compare_pipelines,
+    format_comparison,
+    interval_relation,
+)
 from cxrlib.data.imageio import write_png
+from cxrlib.stats import binomial_ci
 from cxrlib.synthetic import write_dataset
-from cxrlib.tb import pipeline as tb
+from cxrlib.tb.classify import classify
+from cxrlib.tb.config import TBConfig
+from cxrlib.tb.feature_sets import FeatureUnavailable, extract_feature_sets
+from cxrlib.tb.inputs import find_seg_model, prepare_inputs, seg_model_equalize
+from cxrlib.tb.predictor import load_predictor
+from cxrlib.tb.result import load_run
+from cxrlib.tb.rundir import TBRunError, mask_text, mask_value
+from cxrlib.tb.train import train_tb
 
 SIZE = 64  # feature size of the tests
 FAST = {"image_size": SIZE, "n_splits": 2, "n_repeats": 1}
@@ -44,8 +58,8 @@ def seg_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run(data, seg_model, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "tb"
-    config = tb.TBConfig(**FAST)
-    result = tb.train_tb(data, run_dir, config, seg_model=seg_model, progress=False, n_jobs=1)
+    config = TBConfig(**FAST)
+    result = train_tb(data, run_dir, config, seg_model=seg_model, progress=False, n_jobs=1)
     return result
 
 
@@ -53,7 +67,7 @@ def run(data, seg_model, tmp_path_factory):
 
 
 def test_config_defaults_are_the_best_offline_pipeline():
-    config = tb.TBConfig()
+    config = TBConfig()
     assert config.features == ("handcrafted",)
     assert config.classifier == "logreg"
     assert config.image_size == 512
@@ -63,7 +77,7 @@ def test_config_defaults_are_the_best_offline_pipeline():
 
 
 def test_config_parses_names_and_round_trips():
-    config = tb.TBConfig(
+    config = TBConfig(
         features="Handcrafted, encoder",
         classifier="SVM",
         feature_options={"handcrafted": {"groups": ("intensity", "shape")}},
@@ -72,7 +86,7 @@ def test_config_parses_names_and_round_trips():
     assert config.features == ("handcrafted", "encoder")
     assert config.classifier == "svm"
     assert config.seg_config().filters == (16, 16, 32)
-    again = tb.TBConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    again = TBConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
 
 
@@ -93,34 +107,34 @@ def test_config_parses_names_and_round_trips():
 )
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        tb.TBConfig(**kwargs)
+        TBConfig(**kwargs)
 
 
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown TBConfig field"):
-        tb.TBConfig.from_dict({"classifer": "svm"})
+        TBConfig.from_dict({"classifer": "svm"})
 
 
 # ------------------------------------------------------------------------ seg model lookup
 
 
 def test_find_seg_model(tmp_path, seg_model):
-    assert tb.find_seg_model() is None
-    assert tb.find_seg_model(seg_model) == seg_model.resolve()
+    assert find_seg_model() is None
+    assert find_seg_model(seg_model) == seg_model.resolve()
     run_dir = tmp_path / "seg_run"
     run_dir.mkdir()
     shutil.copy(seg_model, run_dir / "model.keras")
-    assert tb.find_seg_model(run_dir) == (run_dir / "model.keras").resolve()
+    assert find_seg_model(run_dir) == (run_dir / "model.keras").resolve()
     with pytest.raises(FileNotFoundError, match="not found"):
-        tb.find_seg_model(tmp_path / "missing.keras")
+        find_seg_model(tmp_path / "missing.keras")
     runs_root = tmp_path / "runs"
-    assert tb.find_seg_model(runs_root=runs_root) is None
+    assert find_seg_model(runs_root=runs_root) is None
     book_model = runs_root / "03b_resunet_training" / "model.keras"
     book_model.parent.mkdir(parents=True)
     shutil.copy(seg_model, book_model)
-    assert tb.find_seg_model(runs_root=runs_root) == book_model.resolve()
+    assert find_seg_model(runs_root=runs_root) == book_model.resolve()
     # an explicit model wins over the book's
-    assert tb.find_seg_model(seg_model, runs_root=runs_root) == seg_model.resolve()
+    assert find_seg_model(seg_model, runs_root=runs_root) == seg_model.resolve()
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -130,7 +144,7 @@ def test_prepare_inputs_skips_unreadable_files(data, seg_model, tmp_path):
     paths = sorted(str(p) for p in (data / "images").glob("*.png"))[:3]
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
-    inputs = tb.prepare_inputs([paths[0], str(broken), *paths[1:]], seg_model, 48)
+    inputs = prepare_inputs([paths[0], str(broken), *paths[1:]], seg_model, 48)
     assert inputs.images.shape == (3, 48, 48) and inputs.images.dtype == np.float32
     assert inputs.masks.shape == (3, 48, 48) and inputs.masks.dtype == np.bool_
     assert inputs.masks.any(axis=(1, 2)).all()
@@ -142,7 +156,7 @@ def test_prepare_inputs_skips_unreadable_files(data, seg_model, tmp_path):
 def test_prepare_inputs_skips_images_without_lungs(seg_model, tmp_path):
     bright = tmp_path / "white.png"
     write_png(bright, np.ones((40, 40), np.float32))
-    inputs = tb.prepare_inputs([bright], seg_model, 32)
+    inputs = prepare_inputs([bright], seg_model, 32)
     assert len(inputs.kept) == 0
     assert inputs.skipped == [(str(bright), "the segmentation model found no lungs")]
 
@@ -188,8 +202,8 @@ def test_out_of_fold_predictions_and_metrics_agree(run):
 
 
 def test_second_call_reuses_the_run(run, data, seg_model):
-    again = tb.train_tb(
-        data, run.run_dir, tb.TBConfig(**FAST), seg_model=seg_model, progress=False, n_jobs=1
+    again = train_tb(
+        data, run.run_dir, TBConfig(**FAST), seg_model=seg_model, progress=False, n_jobs=1
     )
     assert not again.trained
     np.testing.assert_allclose(again.cv.proba, run.cv.proba)
@@ -201,14 +215,14 @@ def test_second_call_reuses_the_run(run, data, seg_model):
 def test_another_config_needs_overwrite(run, data, seg_model, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(run.run_dir, run_dir)
-    other = tb.TBConfig(**{**FAST, "classifier": "gboost"})
-    with pytest.raises(tb.TBRunError, match="another TB run.*classifier"):
-        tb.train_tb(data, run_dir, other, seg_model=seg_model, progress=False, n_jobs=1)
-    result = tb.train_tb(
+    other = TBConfig(**{**FAST, "classifier": "gboost"})
+    with pytest.raises(TBRunError, match="another TB run.*classifier"):
+        train_tb(data, run_dir, other, seg_model=seg_model, progress=False, n_jobs=1)
+    result = train_tb(
         data, run_dir, other, seg_model=seg_model, overwrite=True, progress=False, n_jobs=1
     )
     assert result.trained and result.config.classifier == "gboost"
-    assert tb.load_run(run_dir).config.classifier == "gboost"
+    assert load_run(run_dir).config.classifier == "gboost"
 
 
 def test_cross_site_trains_on_one_site_and_tests_on_the_other(run):
@@ -227,9 +241,9 @@ def test_train_tb_trains_its_own_segmentation_model(data, seg_model, tmp_path, m
         save_standin_model(Path(run_dir) / "model.keras")
         return SimpleNamespace(model_path=Path(run_dir) / "model.keras")
 
-    monkeypatch.setattr("cxrlib.seg.train.train_segmentation", fake_train)
-    config = tb.TBConfig(**FAST, seg_epochs=3)
-    result = tb.train_tb(data, tmp_path / "run", config, progress=False, n_jobs=1)
+    monkeypatch.setattr("cxrlib.tb.train.train_segmentation", fake_train)
+    config = TBConfig(**FAST, seg_epochs=3)
+    result = train_tb(data, tmp_path / "run", config, progress=False, n_jobs=1)
     (table, seg_config, seg_dir) = calls[0]
     assert seg_dir == tmp_path / "run" / "segmentation"
     assert seg_config == config.seg_config() and seg_config.epochs == 3
@@ -252,7 +266,7 @@ def _unlabelled_copy(data: Path, target: Path, n: int = 4) -> Path:
 def test_train_tb_needs_labels(data, seg_model, tmp_path):
     folder = _unlabelled_copy(data, tmp_path / "unlabelled")
     with pytest.raises(ValueError, match="none with a label"):
-        tb.train_tb(folder, tmp_path / "run", tb.TBConfig(**FAST), seg_model=seg_model)
+        train_tb(folder, tmp_path / "run", TBConfig(**FAST), seg_model=seg_model)
 
 
 def test_train_tb_needs_both_classes(data, seg_model, tmp_path):
@@ -261,20 +275,20 @@ def test_train_tb_needs_both_classes(data, seg_model, tmp_path):
     for path in (data / "images").glob("*_0.png"):
         shutil.copy(path, folder / path.name)
     with pytest.raises(ValueError, match="needs both normal and TB radiographs"):
-        tb.train_tb(folder, tmp_path / "run", tb.TBConfig(**FAST), seg_model=seg_model)
+        train_tb(folder, tmp_path / "run", TBConfig(**FAST), seg_model=seg_model)
 
 
 def test_train_tb_refuses_a_segmentation_run_dir(data, seg_model, tmp_path):
     seg_dir = tmp_path / "seg"
     seg_dir.mkdir()
     (seg_dir / "key.json").write_text('{"what": "cxrlib.seg.train.train_segmentation"}')
-    with pytest.raises(tb.TBRunError, match="segmentation run"):
-        tb.train_tb(data, seg_dir, tb.TBConfig(**FAST), seg_model=seg_model, progress=False)
+    with pytest.raises(TBRunError, match="segmentation run"):
+        train_tb(data, seg_dir, TBConfig(**FAST), seg_model=seg_model, progress=False)
 
 
 def test_train_tb_refuses_a_missing_seg_model(data, tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        tb.train_tb(data, tmp_path / "run", tb.TBConfig(**FAST), seg_model=tmp_path / "x.keras")
+        train_tb(data, tmp_path / "run", TBConfig(**FAST), seg_model=tmp_path / "x.keras")
 
 
 # ---------------------------------------------------------------------------- classify
@@ -287,7 +301,7 @@ def test_classify_an_unlabelled_folder_of_any_names(run, data, tmp_path):
     (folder / "broken.png").write_bytes(b"\x89PNG truncated")
     (folder / "notes.txt").write_text("not an image")
     out = tmp_path / "out" / "predictions.csv"
-    report = tb.classify(run.run_dir, folder, out, progress=False, n_jobs=1)
+    report = classify(run.run_dir, folder, out, progress=False, n_jobs=1)
     written = pd.read_csv(out)
     assert list(written.columns) == ["file", "probability", "prediction"]
     assert sorted(written["file"]) == sorted(
@@ -302,10 +316,10 @@ def test_classify_an_unlabelled_folder_of_any_names(run, data, tmp_path):
 
 def test_classify_matches_the_final_model_on_the_training_images(run, data, tmp_path):
     out = tmp_path / "train.csv"
-    tb.classify(run.run_dir, data / "images", out, progress=False, n_jobs=1)
+    classify(run.run_dir, data / "images", out, progress=False, n_jobs=1)
     written = pd.read_csv(out)
     assert len(written) == 32
-    predictor = tb.load_predictor(run.run_dir)
+    predictor = load_predictor(run.run_dir)
     expected = predictor.classifier.predict_proba(run.X)[:, 1]
     by_file = dict(zip(written["file"], written["probability"], strict=True))
     names = [Path(p).name for p in run.table["image_path"]]
@@ -317,9 +331,9 @@ def test_classify_needs_radiographs(run, tmp_path):
     empty.mkdir()
     (empty / "readme.txt").write_text("nothing here")
     with pytest.raises(ValueError, match="no radiographs"):
-        tb.classify(run.run_dir, empty, tmp_path / "p.csv", progress=False)
+        classify(run.run_dir, empty, tmp_path / "p.csv", progress=False)
     with pytest.raises(ValueError, match="does not exist"):
-        tb.classify(run.run_dir, tmp_path / "missing", tmp_path / "p.csv", progress=False)
+        classify(run.run_dir, tmp_path / "missing", tmp_path / "p.csv", progress=False)
 
 
 @pytest.mark.parametrize(
@@ -349,8 +363,8 @@ def test_classify_refuses_other_run_dirs(run, data, tmp_path, setup, message):
         marker = json.loads((run_dir / "cxrlib_run.json").read_text())
         (run_dir / "cxrlib_run.json").write_text(json.dumps({**marker, "status": "training"}))
     out = tmp_path / "p.csv"
-    with pytest.raises(tb.TBRunError, match=message):
-        tb.classify(run_dir, data / "images", out, progress=False)
+    with pytest.raises(TBRunError, match=message):
+        classify(run_dir, data / "images", out, progress=False)
     assert not out.exists()
 
 
@@ -361,8 +375,8 @@ def test_classify_detects_a_feature_dimension_mismatch(run, data, tmp_path):
     stored["config"]["feature_options"] = {"handcrafted": {"groups": ["intensity"]}}
     (run_dir / "tb_config.json").write_text(json.dumps(stored))
     expected = run.X.shape[1]
-    with pytest.raises(tb.TBRunError, match=f"expects {expected} features .* but got \\d+"):
-        tb.classify(run_dir, data / "images", tmp_path / "p.csv", progress=False, n_jobs=1)
+    with pytest.raises(TBRunError, match=f"expects {expected} features .* but got \\d+"):
+        classify(run_dir, data / "images", tmp_path / "p.csv", progress=False, n_jobs=1)
 
 
 # -------------------------------------------------------------------------- comparison
@@ -374,8 +388,8 @@ def test_compare_pipelines_ranks_and_lists_unavailable_extractors():
     strata = np.tile(["a", "b"], 30)
     informative = rng.normal(size=(60, 4)) + 2.0 * y[:, None]
     noise = rng.normal(size=(60, 4))
-    missing = tb.FeatureUnavailable("vgg16", "weights not available: put F in D", "msg")
-    table, results = tb.compare_pipelines(
+    missing = FeatureUnavailable("vgg16", "weights not available: put F in D", "msg")
+    table, results = compare_pipelines(
         {"noise": noise, "good": (informative, ["f"] * 4), "vgg16": missing},
         y,
         strata,
@@ -395,7 +409,7 @@ def test_compare_pipelines_ranks_and_lists_unavailable_extractors():
     best = table.loc[0]
     summary = results[(best["extractor"], best["classifier"])].summary()
     assert best["auc"] == pytest.approx(summary["auc"])
-    assert tb.format_comparison(table).index[-1] == "vgg16 (any classifier)"
+    assert format_comparison(table).index[-1] == "vgg16 (any classifier)"
 
 
 def test_extract_feature_sets_records_missing_imagenet_weights(run, tmp_path, monkeypatch):
@@ -403,7 +417,7 @@ def test_extract_feature_sets_records_missing_imagenet_weights(run, tmp_path, mo
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     inputs = run.load_inputs()
     known = {"handcrafted": (run.X, run.feature_names)}
-    sets = tb.extract_feature_sets(
+    sets = extract_feature_sets(
         ["handcrafted", "encoder", "vgg16"],
         inputs.images,
         inputs.masks,
@@ -415,7 +429,7 @@ def test_extract_feature_sets_records_missing_imagenet_weights(run, tmp_path, mo
     X_enc, names = sets["encoder"]
     assert X_enc.shape[0] == len(run.table) and len(names) == X_enc.shape[1]
     missing = sets["vgg16"]
-    assert isinstance(missing, tb.FeatureUnavailable)
+    assert isinstance(missing, FeatureUnavailable)
     assert missing.status.startswith("weights not available: put ")
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in missing.status
     assert str(tmp_path / "weights") in missing.status
@@ -440,7 +454,7 @@ def test_roc_curves_of_all_and_each_site(run):
 
 
 def test_compare_masks_scores_predicted_against_ground_truth(run):
-    table, dice = tb.compare_masks(run, n_boot=200, n_jobs=1)
+    table, dice = compare_masks(run, n_boot=200, n_jobs=1)
     assert len(dice) == 32 and dice["dice"].between(0, 1).all()
     assert dice["dice"].mean() < 0.99  # the stand-in model is not the ground truth
     names = table["extractor"].tolist()
@@ -450,7 +464,7 @@ def test_compare_masks_scores_predicted_against_ground_truth(run):
     assert (table["n"] == 32).all() and (table["status"] == "ok").all()
 
 
-def test_format_comparison_and_wilson_interval():
+def test_format_comparison_and_binomial_interval():
     table = pd.DataFrame(
         {
             "extractor": ["handcrafted", "vgg16"],
@@ -466,55 +480,56 @@ def test_format_comparison_and_wilson_interval():
             "status": ["ok", "weights not available: put F in D"],
         }
     )
-    shown = tb.format_comparison(table)
+    shown = format_comparison(table)
     assert shown.loc["handcrafted + logreg", "AUC (95% CI)"] == "0.921 [0.897, 0.941]"
     assert shown.loc["vgg16 + logreg", "AUC (95% CI)"] == "-"
     assert shown.loc["vgg16 + logreg", "status"].startswith("weights not available")
-    low, high = tb.wilson_interval(0.9, 160)
+    # the chapter's interval of a published accuracy (0.90 of 160 test images): Wilson
+    low, high = binomial_ci(round(0.9 * 160), 160)
     assert low == pytest.approx(0.8434, abs=1e-3) and high == pytest.approx(0.9377, abs=1e-3)
-    assert tb.wilson_interval(1.0, 10)[1] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="proportion"):
-        tb.wilson_interval(1.5, 10)
+    assert binomial_ci(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="successes"):
+        binomial_ci(15, 10)
 
 
 def test_interval_relation():
-    assert tb.interval_relation(0.87, 0.85, 0.90) == "inside"
-    assert tb.interval_relation(0.95, 0.85, 0.90) == "above"
-    assert tb.interval_relation(0.80, 0.85, 0.90) == "below"
-    assert tb.interval_relation(0.80, float("nan"), 0.90) == "undefined"
+    assert interval_relation(0.87, 0.85, 0.90) == "inside"
+    assert interval_relation(0.95, 0.85, 0.90) == "above"
+    assert interval_relation(0.80, 0.85, 0.90) == "below"
+    assert interval_relation(0.80, float("nan"), 0.90) == "undefined"
 
 
 def test_the_segmentation_models_equalization_is_kept(data, seg_model, tmp_path):
     seg_dir = tmp_path / "seg_run"
     seg_dir.mkdir()
     shutil.copy(seg_model, seg_dir / "model.keras")
-    assert tb.seg_model_equalize(seg_dir / "model.keras") is None
+    assert seg_model_equalize(seg_dir / "model.keras") is None
     (seg_dir / "config.json").write_text(json.dumps({"equalize": "hist", "img_size": 32}))
-    assert tb.seg_model_equalize(seg_dir / "model.keras") == "hist"
+    assert seg_model_equalize(seg_dir / "model.keras") == "hist"
     paths = sorted(str(p) for p in (data / "images").glob("*.png"))[:4]
-    plain = tb.prepare_inputs(paths, seg_dir / "model.keras", SIZE)
-    equalized = tb.prepare_inputs(paths, seg_dir / "model.keras", SIZE, seg_equalize="hist")
+    plain = prepare_inputs(paths, seg_dir / "model.keras", SIZE)
+    equalized = prepare_inputs(paths, seg_dir / "model.keras", SIZE, seg_equalize="hist")
     np.testing.assert_array_equal(plain.images, equalized.images)  # features see raw images
     assert not np.array_equal(plain.masks, equalized.masks)  # the model saw equalized ones
-    run = tb.train_tb(
-        data, tmp_path / "run", tb.TBConfig(**FAST), seg_model=seg_dir, progress=False, n_jobs=1
+    run = train_tb(
+        data, tmp_path / "run", TBConfig(**FAST), seg_model=seg_dir, progress=False, n_jobs=1
     )
     stored = json.loads((run.run_dir / "tb_config.json").read_text())
     assert stored["seg_equalize"] == "hist"
-    assert tb.load_predictor(run.run_dir).seg_equalize == "hist"
+    assert load_predictor(run.run_dir).seg_equalize == "hist"
 
 
 def test_a_reloaded_run_knows_its_ground_truth_masks(run):
-    reloaded = tb.load_run(run.run_dir)
+    reloaded = load_run(run.run_dir)
     assert reloaded.table["mask_path"].tolist() == run.table["mask_path"].tolist()
     assert reloaded.inputs is None
     inputs = reloaded.load_inputs()
     np.testing.assert_array_equal(inputs.masks, run.inputs.masks)
-    _, dice = tb.compare_masks(reloaded, n_boot=100, n_jobs=1)
-    _, dice_trained = tb.compare_masks(run, n_boot=100, n_jobs=1)
+    _, dice = compare_masks(reloaded, n_boot=100, n_jobs=1)
+    _, dice_trained = compare_masks(run, n_boot=100, n_jobs=1)
     np.testing.assert_allclose(dice["dice"], dice_trained["dice"])
 
 
 def test_mask_paths_round_trip_through_the_csv():
     for value in (None, "/a/b.png", ("/a/left.png", "/a/right.png")):
-        assert tb._mask_value(tb._mask_text(value)) == value
+        assert mask_value(mask_text(value)) == value

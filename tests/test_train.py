@@ -1,4 +1,4 @@
-"""Tests for cxrlib.seg.train: config validation, load-or-train, resume, files, leakage guard."""
+"""Tests for cxrlib.seg.train, train_config and results: config, load-or-train, resume, files."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from cxrlib.data.imageio import write_png
-from cxrlib.precision import resolve_precision
-from cxrlib.seg import train
-from cxrlib.seg.train import RunDirError, TrainConfig, train_segmentation
+from cxrlib.precision import precision_scope, resolve_precision
+from cxrlib.seg import results, train, train_config
+from cxrlib.seg.train import RunDirError, train_segmentation
+from cxrlib.seg.train_config import TrainConfig
 
 SITES = {"MC": "montgomery", "CHN": "shenzhen"}
 
@@ -57,14 +58,14 @@ def test_defaults_and_the_cpu_recipe():
     assert config.precision == resolve_precision("auto")
     assert config.resolved_filters == (16, 32, 64, 128, 256)
     assert TrainConfig(model="unet").resolved_filters == (32, 64, 128, 256, 512)
-    recipe = train.cpu_recipe()
+    recipe = train_config.cpu_recipe()
     assert recipe.precision == resolve_precision("auto") and recipe.img_size == 128
     assert recipe.resolved_filters == (16, 16, 32, 64, 128)
     assert (recipe.lr_schedule, recipe.epochs, recipe.patience) == ("cosine", 30, 10)
-    assert train.cpu_recipe("unet", epochs=3).resolved_filters == (16, 32, 64, 128, 256)
-    assert train.cpu_recipe("unet", epochs=3).epochs == 3
+    assert train_config.cpu_recipe("unet", epochs=3).resolved_filters == (16, 32, 64, 128, 256)
+    assert train_config.cpu_recipe("unet", epochs=3).epochs == 3
     with pytest.raises(ValueError, match="model"):
-        train.cpu_recipe("vgg")
+        train_config.cpu_recipe("vgg")
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_cosine_schedule_replaces_reduce_on_plateau(tmp_path):
 
 def test_precision_scope_restores_the_policy():
     before = keras.config.dtype_policy().name
-    with train.precision_scope("mixed_bfloat16"):
+    with precision_scope("mixed_bfloat16"):
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == before
 
@@ -287,13 +288,13 @@ def test_changed_config_raises_without_overwrite(trained):
 
 def test_changed_data_changes_the_key(trained, tmp_path):
     config = TrainConfig(**TINY)
-    table_key, _ = train._run_key(config, train._split(_table(trained["data"]), config))
+    table_key = train._run_key(config, train._split(_table(trained["data"]), config))["key"]
     assert table_key == trained["result"].key
     image = next((trained["data"] / "images").glob("*.png"))
     stat = image.stat()
     os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     try:
-        new_key, _ = train._run_key(config, train._split(_table(trained["data"]), config))
+        new_key = train._run_key(config, train._split(_table(trained["data"]), config))["key"]
     finally:
         os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert new_key != table_key
@@ -348,10 +349,32 @@ def test_original_resolution_scoring_on_real_masks(real_dir):
             "mask_path": [str(p) for p in masks],
         }
     )
-    scores = train.score_predictions(probs, split, probs > 0.5)
+    scores = results.score_predictions(probs, split, probs > 0.5)
     model = scores[(scores["resolution"] == "model") & (scores["postprocess"] == "raw")]
     original = scores[(scores["resolution"] == "original") & (scores["postprocess"] == "raw")]
     assert np.allclose(model["dice"], 1.0)
     assert len(original) == len(masks)
     assert original["dice"].min() > 0.98
     assert (original["hd95"] < 5).all()  # pixels at 512 x 512
+
+
+def test_original_resolution_scoring_merges_mask_parts(tmp_path):
+    """A mask listed as two files (left and right lung) is scored as their union."""
+    right, left = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    right[10:50, 6:28], left[12:48, 38:58] = True, True
+    write_png(tmp_path / "right.png", right)
+    write_png(tmp_path / "left.png", left)
+    truth = right | left
+    probs = truth.reshape(32, 2, 32, 2).mean(axis=(1, 3)).astype(np.float32)[None, ..., None]
+    split = pd.DataFrame(
+        {
+            "id": ["a"],
+            "site": ["montgomery"],
+            "mask_path": [[str(tmp_path / "right.png"), str(tmp_path / "left.png")]],
+        }
+    )
+    scores = results.score_predictions(probs, split, probs > 0.5)
+    original = scores[scores["resolution"] == "original"].set_index("postprocess")
+    assert original.loc["raw", "dice"] > 0.98 and original.loc["postprocessed", "dice"] > 0.98
+    with pytest.raises(ValueError, match="same length"):
+        results.score_predictions(probs, pd.concat([split, split]), probs > 0.5)

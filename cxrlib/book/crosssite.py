@@ -32,14 +32,18 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.data.imageio import atomic_write_bytes
-from cxrlib.seg.train import TrainConfig, TrainResult, score_predictions, train_segmentation
+from cxrlib.seg.results import TrainResult, score_predictions
+from cxrlib.seg.train import train_segmentation
+from cxrlib.seg.train_config import TrainConfig
+from cxrlib.stats import bootstrap_ci
 
 __all__ = [
     "CROSS_SITE_COLUMNS",
     "cross_site_experiment",
     "configs_from_runs",
     "site_run_dir",
-    "summary_values",
+    "transfer_table",
+    "site_drop",
 ]
 
 #: Columns of the table returned by :func:`cross_site_experiment`.
@@ -94,8 +98,6 @@ def _check_sites(table: pd.DataFrame, sites: Sequence[str]) -> tuple[str, ...]:
 def _summary(
     scores: pd.DataFrame, train_site: str, test_site: str, result: TrainResult, seed: int
 ) -> dict:
-    from cxrlib.seg.metrics import bootstrap_ci
-
     dice = bootstrap_ci(scores["dice"], seed=seed)
     iou = bootstrap_ci(scores["iou"], seed=seed)
     hd95 = scores["hd95"].to_numpy(dtype=float)
@@ -320,37 +322,58 @@ def configs_from_runs(
     return configs
 
 
-def summary_values(table: pd.DataFrame, model: str | None = None) -> dict[str, float]:
-    """Flatten a :func:`cross_site_experiment` table into ``{key: value}`` for ``glue``.
+def _model_rows(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    rows = table[table["model"] == model]
+    if rows.empty:
+        raise ValueError(f"the cross-site table has no rows for model {model!r}")
+    return rows
 
-    Keys are ``xs_{model}_{train_site}_to_{test_site}_{column}`` for ``n_train``,
-    ``n_test``, ``dice_mean``, ``dice_low``, ``dice_high`` and ``hd95_median``, plus
-    ``xs_{model}_{test_site}_drop``: the Dice of the model trained on ``test_site``
-    (its own test split) minus the mean Dice of the models trained on other sites.
+
+def transfer_table(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """The rows of one model, indexed ``"{train_site}_to_{test_site}"``.
 
     Parameters
     ----------
     table : pandas.DataFrame
-    model : str, optional
-        Keep only this model's rows and leave ``{model}_`` out of the keys (for
-        prose that names the model through a separate value).
+        A :func:`cross_site_experiment` table.
+    model : str
+        ``"unet"`` or ``"resunet"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``n_train``, ``n_test``, ``dice_mean``, ``dice_low``, ``dice_high`` and
+        ``hd95_median``.
     """
-    if model is not None:
-        table = table[table["model"] == model]
-        if table.empty:
-            raise ValueError(f"the cross-site table has no rows for model {model!r}")
-    out: dict[str, float] = {}
-    columns = ("n_train", "n_test", "dice_mean", "dice_low", "dice_high", "hd95_median")
-    for row in table.to_dict(orient="records"):
-        name = "" if model is not None else f"{row['model']}_"
-        stem = f"xs_{name}{row['train_site']}_to_{row['test_site']}"
-        for column in columns:
-            value = row[column]
-            out[f"{stem}_{column}"] = int(value) if column.startswith("n_") else float(value)
-    for (name, test_site), part in table.groupby(["model", "test_site"], sort=True):
+    rows = _model_rows(table, model)
+    index = rows["train_site"].astype(str) + "_to_" + rows["test_site"].astype(str)
+    columns = ["n_train", "n_test", "dice_mean", "dice_low", "dice_high", "hd95_median"]
+    return rows[columns].set_axis(index.to_numpy(), axis=0)
+
+
+def site_drop(table: pd.DataFrame, model: str) -> pd.DataFrame:
+    """How much Dice one model loses at each test site when trained elsewhere.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A :func:`cross_site_experiment` table.
+    model : str
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by test site (those scored by the model trained there and by one trained
+        elsewhere): ``own`` (Dice of the model trained on that site, on its own test split),
+        ``other`` (mean Dice of the models trained on other sites) and ``drop``
+        (``own - other``).
+    """
+    rows = _model_rows(table, model)
+    out = {}
+    for test_site, part in rows.groupby("test_site", sort=True):
         own = part.loc[part["train_site"] == test_site, "dice_mean"]
         other = part.loc[part["train_site"] != test_site, "dice_mean"]
         if len(own) and len(other):
-            key = f"xs_{test_site}_drop" if model is not None else f"xs_{name}_{test_site}_drop"
-            out[key] = float(own.iloc[0] - other.mean())
-    return out
+            own_dice, other_dice = float(own.iloc[0]), float(other.mean())
+            out[test_site] = {"own": own_dice, "other": other_dice, "drop": own_dice - other_dice}
+    return pd.DataFrame.from_dict(out, orient="index", columns=["own", "other", "drop"])

@@ -7,6 +7,8 @@ plots and quotes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -15,6 +17,7 @@ __all__ = [
     "lung_size_summary",
     "compare_sites",
     "label_counts",
+    "site_balance",
     "intensity_samples",
 ]
 
@@ -166,6 +169,35 @@ def label_counts(table: pd.DataFrame) -> pd.DataFrame:
     return counts
 
 
+def site_balance(
+    counts: pd.DataFrame, sites: Sequence[str] = ("montgomery", "shenzhen")
+) -> pd.DataFrame:
+    """Radiographs and share of TB of each site, present or not.
+
+    Parameters
+    ----------
+    counts
+        Output of :func:`label_counts` (index = site, columns ``tb`` and ``total``).
+    sites
+        The sites to report, in order; a site without radiographs gets ``total`` 0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``sites``; columns ``total`` (int) and ``pct_tb`` (percentage of the
+        site's radiographs labelled TB; NaN without radiographs).
+    """
+    missing = [c for c in ("tb", "total") if c not in counts.columns]
+    if missing:
+        raise ValueError(f"counts lacks the columns {missing}: pass explore.label_counts()")
+    chosen = counts.reindex(list(sites))[["tb", "total"]].fillna(0).astype("int64")
+    total = chosen["total"].to_numpy()
+    share = np.divide(
+        100.0 * chosen["tb"].to_numpy(), total, out=np.full(total.shape, np.nan), where=total > 0
+    )
+    return pd.DataFrame({"total": chosen["total"], "pct_tb": share}, index=chosen.index)
+
+
 def intensity_samples(
     images: np.ndarray,
     masks: np.ndarray,
@@ -264,18 +296,3 @@ def pick_examples(
                 chosen.append(int(queue.pop(0)))
     order = sorted(chosen, key=lambda p: (str(keys[p][0]), str(keys[p][1])))
     return np.array(order, dtype=int)
-
-
-def describe_difference(comparison: dict[str, float], *, alpha: float = 0.05) -> str:
-    """Put the outcome of :func:`compare_sites` in words for the book's prose.
-
-    Returns
-    -------
-    str
-        ``"smaller than"`` or ``"larger than"`` when the two-sided test rejects equality
-        at level ``alpha``, otherwise ``"not clearly different from"``.
-    """
-    p_value = comparison.get("p_value", float("nan"))
-    if not np.isfinite(p_value) or p_value >= alpha:
-        return "not clearly different from"
-    return "smaller than" if comparison["ratio"] < 1 else "larger than"

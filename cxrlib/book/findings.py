@@ -19,9 +19,9 @@ understand uncertainty (``"possible cavity"`` counts as a cavity).
     ['upper zone', 'cavity', 'bilateral']
 
 The functions take the tidy table of :func:`cxrlib.data.datasets.scan_dataset` (or its
-``reading`` and ``label`` columns) and return pandas objects that chapter 5 plots and quotes.
-Folders without readings (such as the "Chest Xray Masks and Labels" compilation) give empty
-tables with the usual columns, and sentences that say so.
+``reading`` and ``label`` columns) and return pandas objects and numbers that chapter 5 plots
+and quotes. Folders without readings (such as the "Chest Xray Masks and Labels" compilation)
+give empty tables with the usual columns, or NaN.
 """
 
 from __future__ import annotations
@@ -44,12 +44,10 @@ __all__ = [
     "keyword_table",
     "readings_per_label",
     "has_readings",
-    "describe_label_balance",
-    "describe_readings",
-    "describe_keywords",
+    "reading_count",
     "age_summary",
     "sex_proportions",
-    "describe_demographics",
+    "demographics",
     "pick_by_site_and_label",
 ]
 
@@ -318,116 +316,12 @@ def has_readings(table: pd.DataFrame) -> bool:
     return bool(_has_text(list(table["reading"])).any())
 
 
-def _site_list(sites: Iterable[str]) -> str:
-    names = [str(s).capitalize() for s in sites]
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def describe_label_balance(counts: pd.DataFrame) -> str:
-    """Say how many radiographs, and which share of TB, each site contributes.
-
-    Parameters
-    ----------
-    counts
-        Output of :func:`cxrlib.book.explore.label_counts` (index = site, columns ``normal``,
-        ``tb``, ``total``).
-
-    Returns
-    -------
-    str
-        Plain text, e.g. ``"Montgomery contributes 110 radiographs (42 % TB) and Shenzhen 530
-        (51 % TB)."``
-    """
-    missing = [c for c in ("tb", "total") if c not in counts.columns]
-    if missing:
-        raise ValueError(f"counts lacks the columns {missing}: pass explore.label_counts()")
-    if counts.empty:
-        return "The folder holds no radiograph."
-    parts = []
-    for position, (site, row) in enumerate(counts.iterrows()):
-        share = 100 * row["tb"] / row["total"] if row["total"] else float("nan")
-        verb = " contributes" if position == 0 else ""
-        noun = " radiographs" if position == 0 else ""
-        parts.append(f"{str(site).capitalize()}{verb} {int(row['total'])}{noun} ({share:.0f} % TB)")
-    return _join(parts) + "."
-
-
-def describe_readings(table: pd.DataFrame) -> str:
-    """One or two sentences on how many radiographs come with a clinical reading.
-
-    Parameters
-    ----------
-    table
-        The dataset table (columns ``site`` and ``reading``).
-
-    Returns
-    -------
-    str
-        Plain text for the book's prose (no markup), e.g. ``"All 120 radiographs come with
-        a clinical reading."`` or, without readings, a note that says what is missing and
-        where the readings can be found.
-    """
-    total = len(table)
-    present = _has_text(list(table["reading"])) if "reading" in table.columns else np.zeros(0)
-    count = int(present.sum()) if total else 0
-    if count == 0:
-        return (
-            f"None of the {total} radiographs in this folder comes with a clinical reading: "
-            "the folder (like the widely used 'Chest Xray Masks and Labels' compilation) has "
-            "no ClinicalReadings text files. The keyword table below is therefore empty, and "
-            "the age and sex panels stay blank. The official Montgomery and Shenzhen downloads "
-            "of the U.S. National Library of Medicine include the readings: point data_dir at "
-            "them to fill this section."
-        )
-    if count == total:
-        return f"All {total} radiographs come with a clinical reading."
-    missing = table.loc[~present, "site"].value_counts()
-    where = _site_list(missing.index)
-    return (
-        f"{count} of the {total} radiographs come with a clinical reading; the "
-        f"{total - count} without one (from {where}) are left out of the counts below."
-    )
-
-
-def describe_keywords(keywords: pd.DataFrame, *, top: int = 3) -> str:
-    """Put the output of :func:`keyword_table` in words for the book's prose.
-
-    Names the ``top`` families most frequent among TB readings and compares the upper and
-    lower zones when both families are in the table.
-
-    Returns
-    -------
-    str
-        Plain text; a note that nothing can be said when the table is empty.
-    """
-    if keywords.empty or keywords["pct_tb"].isna().all():
-        return (
-            "Without TB readings, these data cannot tell which findings the radiologists "
-            "saw, nor where in the lungs."
-        )
-    ranked = keywords.drop(index="TB named", errors="ignore")
-    ranked = ranked[ranked["n_tb"] > 0].sort_values("pct_tb", ascending=False, kind="stable")
-    if ranked.empty:
-        return "None of the keyword families occurs in the TB readings."
-    parts = [f"{name} ({row.pct_tb:.0f} %)" for name, row in ranked.head(top).iterrows()]
-    text = "The families most often named in TB readings are " + _join(parts) + "."
-    if {"upper zone", "lower zone"} <= set(keywords.index):
-        upper = keywords.loc["upper zone", "pct_tb"]
-        lower = keywords.loc["lower zone", "pct_tb"]
-        relation = "far more often than" if upper >= 2 * lower else "about as often as"
-        if upper < lower:
-            relation = "less often than"
-        text += (
-            f" The upper zones are mentioned in {upper:.0f} % of TB readings, {relation} the "
-            f"lower zones ({lower:.0f} %)."
-        )
-    return text
-
-
-def _join(parts: Sequence[str]) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
+def reading_count(table: pd.DataFrame) -> int:
+    """Number of radiographs of the dataset table with a non-empty reading (0 without the
+    ``reading`` column)."""
+    if "reading" not in table.columns:
+        return 0
+    return int(_has_text(list(table["reading"])).sum())
 
 
 def _label_name(value: object) -> str:
@@ -529,42 +423,32 @@ def sex_proportions(table: pd.DataFrame) -> pd.DataFrame:
     return _order_rows(summary)
 
 
-def describe_demographics(table: pd.DataFrame) -> str:
-    """Compare age and sex of TB and normal radiographs in words, per site.
+def demographics(
+    table: pd.DataFrame, sites: Sequence[str] = ("montgomery", "shenzhen")
+) -> pd.DataFrame:
+    """Median age and share of men for every site and label, known or not.
+
+    Parameters
+    ----------
+    table
+        The dataset table (columns ``site``, ``label``, ``age``, ``sex``).
+    sites
+        The sites to report, in order (present in the table or not).
 
     Returns
     -------
-    str
-        Plain text, e.g. ``"Montgomery: median age 45 years for TB and 38 for normal
-        radiographs; 60 % of TB and 45 % of normal radiographs are of men. ..."``; a note
-        when the readings give no age or sex.
+    pandas.DataFrame
+        Index ``(site, label)`` over ``sites`` and both labels
+        (``"normal"``, ``"TB"``); columns ``median_age`` (years) and ``pct_male``
+        (percentage of the radiographs with a known sex). NaN where the readings give no
+        age or no sex for that group (or it has no radiograph).
     """
-    ages = age_summary(table)
-    sexes = sex_proportions(table)
-    if ages.empty and sexes.empty:
-        return "The readings give no age or sex, so age and sex cannot be compared by label."
-    sentences = []
-    sites = sorted(
-        set(ages.index.get_level_values("site")) | set(sexes.index.get_level_values("site"))
+    index = pd.MultiIndex.from_product([list(sites), ["normal", "TB"]], names=["site", "label"])
+    ages = age_summary(table)["median"].reindex(index)
+    male = sex_proportions(table)["male"].reindex(index)
+    return pd.DataFrame(
+        {"median_age": ages.astype(float), "pct_male": 100.0 * male.astype(float)}, index=index
     )
-    for site in sites:
-        parts = []
-        if (site, "TB") in ages.index and (site, "normal") in ages.index:
-            parts.append(
-                f"median age {ages.loc[(site, 'TB'), 'median']:.0f} years for TB and "
-                f"{ages.loc[(site, 'normal'), 'median']:.0f} for normal radiographs"
-            )
-        if (site, "TB") in sexes.index and (site, "normal") in sexes.index:
-            parts.append(
-                f"{100 * sexes.loc[(site, 'TB'), 'male']:.0f} % of TB and "
-                f"{100 * sexes.loc[(site, 'normal'), 'male']:.0f} % of normal radiographs "
-                "are of men"
-            )
-        if parts:
-            sentences.append(f"{str(site).capitalize()}: " + "; ".join(parts) + ".")
-    if not sentences:
-        return "The readings give age or sex for one label only, so the labels cannot be compared."
-    return " ".join(sentences)
 
 
 def pick_by_site_and_label(table: pd.DataFrame, n: int = 2, *, seed: int = 0) -> np.ndarray:

@@ -254,7 +254,7 @@ def leakage_chart(results: pd.DataFrame) -> Figure:
     Parameters
     ----------
     results : pandas.DataFrame
-        Output of :func:`cxrlib.book.leakage.leakage_experiment`: index the design
+        Output of :func:`cxrlib.book.leakage_run.leakage_experiment`: index the design
         names, columns ``val_dice``, ``test_dice`` and their 95 % interval
         bounds ``val_low``, ``val_high``, ``test_low``, ``test_high``.
 

@@ -202,7 +202,7 @@ def site_scores_chart(scores: pd.DataFrame, *, size: float = 3.4) -> Figure:
     Parameters
     ----------
     scores : pandas.DataFrame
-        :func:`cxrlib.book.seg_runs.score_table` output (columns ``name``, ``site``,
+        :func:`cxrlib.book.seg_tables.score_table` output (columns ``name``, ``site``,
         ``dice_mean``, ``dice_low``, ``dice_high``, ``iou_mean``, ``iou_low``,
         ``iou_high``; optionally ``n``).
 

@@ -18,8 +18,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from cxrlib.book.plots import overlay_mask
-from cxrlib.tb.evaluate import WHO_MIN_SENSITIVITY, WHO_MIN_SPECIFICITY
-from cxrlib.tb.pipeline import pipeline_label
+from cxrlib.book.tb_experiments import pipeline_label
+from cxrlib.tb.metrics import WHO_MIN_SENSITIVITY, WHO_MIN_SPECIFICITY
 
 __all__ = [
     "pipeline_comparison",

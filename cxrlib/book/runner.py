@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrlib.errors import CxrlibError
+from cxrlib.runs import versions
 
 __all__ = [
     "BookBuildError",
@@ -316,18 +317,19 @@ def _git_commit(root: Path) -> str:
         return "unknown (not a git checkout)"
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    names = ["cxrlib", "keras", "tensorflow-cpu", "tensorflow", "numpy", "scikit-learn"]
-    names += ["scikit-image", "pandas", "papermill", "jupyter-book"]
-    found = {}
-    for name in names:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
+#: Packages whose versions the reproducibility page lists.
+_PAGE_PACKAGES = (
+    "cxrlib",
+    "keras",
+    "tensorflow-cpu",
+    "tensorflow",
+    "numpy",
+    "scikit-learn",
+    "scikit-image",
+    "pandas",
+    "papermill",
+    "jupyter-book",
+)
 
 
 def _cpu_name() -> str:
@@ -383,7 +385,7 @@ def write_reproducibility_page(
         "",
         "| package | version |",
         "|---|---|",
-        *[f"| {k} | {v} |" for k, v in _versions().items()],
+        *[f"| {k} | {v} |" for k, v in versions(*_PAGE_PACKAGES, backend=False).items()],
         "",
         "## Run time of each notebook",
         "",

@@ -76,7 +76,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
     if args.name == "list":
         for dataset in list_datasets():
+            checksum = dataset.sha256 or "none on record (pass --sha256)"
             print(f"{dataset.name:16s} {dataset.description}")
+            print(f"  file: {dataset.filename} ({dataset.size_text})")
+            print(f"  url: {dataset.url}\n  sha256: {checksum}\n  cite: {dataset.citation}")
         return 0
     path = fetch(
         args.name,
@@ -84,6 +87,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
         sha256=args.sha256,
         url=args.url,
         progress=not args.quiet,
+        extract=not args.no_extract,
     )
     print(path)
     return 0
@@ -137,9 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = sub.add_parser("download", help="download a public dataset ('list' lists)")
     download.add_argument("name", help="dataset name, or 'list'")
-    download.add_argument("--dest", type=Path, default=None, help="cache folder")
+    download.add_argument(
+        "--dest", type=Path, default=None, help="cache folder ($CXRLIB_DATA_DIR or user cache)"
+    )
     download.add_argument("--sha256", default=None, help="expected sha256 of the archive")
     download.add_argument("--url", default=None, help="mirror URL to download from")
+    download.add_argument("--no-extract", action="store_true", help="keep the zip only")
     download.set_defaults(func=_cmd_download)
 
     book = sub.add_parser("book", help="execute the notebooks and build the book")

@@ -2,13 +2,13 @@
 
 ``cxrlib train-seg DATA_DIR --out RUN_DIR`` trains (or reuses) a model with
 :func:`cxrlib.seg.train.train_segmentation`; its defaults are the book's CPU recipe
-(:func:`cxrlib.seg.train.cpu_recipe`): a width-reduced ResUNet (filters
+(:func:`cxrlib.seg.train_config.cpu_recipe`): a width-reduced ResUNet (filters
 16-16-32-64-128) at 128 x 128 in the fastest precision of the machine (``auto``),
 30 epochs of batch 8 with a cosine learning-rate decay.
 ``--filters original`` trains the architecture's original filters.
 
 ``cxrlib segment MODEL IMAGES_DIR OUT_DIR`` segments a folder with
-:func:`cxrlib.seg.inference.segment_folder`.
+:func:`cxrlib.seg.folder.segment_folder`.
 
 :func:`register` adds both commands to the ``cxrlib`` parser
 (:func:`cxrlib.cli.build_parser` calls it).
@@ -22,7 +22,8 @@ from pathlib import Path
 
 from cxrlib.cli.args import existing_folder, positive_int, show_progress
 from cxrlib.precision import PRECISION_CHOICES
-from cxrlib.seg.train import CPU_RECIPE_FILTERS, MODELS, TrainConfig, cpu_recipe
+from cxrlib.seg.train_config import CPU_RECIPE_FILTERS, MODELS, RECIPES, TrainConfig, cpu_recipe
+from cxrlib.seg.train_config import recipe as named_recipe
 
 __all__ = ["register", "parse_filters"]
 
@@ -67,7 +68,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     }
     if args.no_augment:
         overrides["augment"] = False
-    return cpu_recipe(args.model, **overrides)
+    return named_recipe(args.recipe, args.model, **overrides)
 
 
 def _cmd_train_seg(args: argparse.Namespace) -> int:
@@ -107,7 +108,7 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from cxrlib.seg.inference import segment_folder
+    from cxrlib.seg.folder import segment_folder
 
     report = segment_folder(
         args.model,
@@ -143,6 +144,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("data_dir", type=Path, metavar="DATA_DIR", help="dataset folder")
     train.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run folder")
     train.add_argument("--model", choices=MODELS, default="resunet", help="(resunet)")
+    train.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="cpu",
+        help="named recipe the options below change (cpu; gpu: original filters at 256x256, "
+        "batch 16, 50 epochs); the defaults shown are the cpu recipe's",
+    )
     train.add_argument(
         "--img-size",
         type=positive_int,

@@ -1,13 +1,13 @@
 """Command-line front ends of TB diagnosis: ``cxrlib train-tb`` and ``cxrlib classify``.
 
 ``cxrlib train-tb DATA_DIR --out RUN_DIR`` trains (or reuses) a TB classifier with
-:func:`cxrlib.tb.pipeline.train_tb`. Its defaults are the best pipeline measured
+:func:`cxrlib.tb.train.train_tb`. Its defaults are the best pipeline measured
 offline on the real development set: lung masks predicted by a ResUNet trained
 for the run (the CPU recipe, 15 epochs), hand-crafted lung features at 512 x 512
 and an L2 logistic regression, cross-validated 5-fold x 2.
 
 ``cxrlib classify RUN_DIR IMAGES_DIR --out predictions.csv`` writes the TB
-probability of every radiograph in a folder with :func:`cxrlib.tb.pipeline.classify`.
+probability of every radiograph in a folder with :func:`cxrlib.tb.classify.classify`.
 
 :func:`register` adds both commands to the ``cxrlib`` parser
 (:func:`cxrlib.cli.build_parser` calls it).
@@ -78,7 +78,8 @@ def _print_result(result) -> None:
 
 
 def _cmd_train_tb(args: argparse.Namespace) -> int:
-    from cxrlib.tb.pipeline import TBConfig, train_tb
+    from cxrlib.tb.config import TBConfig
+    from cxrlib.tb.train import train_tb
 
     data_dir = existing_folder(args.data_dir)
     config = TBConfig(
@@ -105,7 +106,7 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from cxrlib.tb.pipeline import classify
+    from cxrlib.tb.classify import classify
 
     report = classify(args.run_dir, args.images_dir, args.out, progress=show_progress(args))
     print(report.summary())

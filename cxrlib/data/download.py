@@ -23,27 +23,20 @@ Rules that keep the cache trustworthy:
   ``Thumbs.db``, and is atomic: it unpacks into a hidden temporary folder and
   renames it into place only when complete.
 
-Command line: ``python -m cxrlib.data.download list`` and
-``python -m cxrlib.data.download fetch NAME [--sha256 HEX] [--dest DIR] [--url URL]``.
+Extraction lives in :mod:`cxrlib.data.archive` (its names are re-exported here).
+Command line: ``cxrlib download list`` and
+``cxrlib download NAME [--sha256 HEX] [--dest DIR] [--url URL] [--no-extract]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import errno
-import hashlib
 import importlib.util
-import json
 import logging
 import os
 import re
 import shutil
-import stat
-import sys
-import uuid
 import warnings
-import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -52,8 +45,18 @@ from typing import Any
 import pooch
 from pooch.downloaders import choose_downloader
 
+from cxrlib.data.archive import (
+    EXTRACT_MARKER,
+    ArchiveError,
+    UnsafeArchiveError,
+    is_clutter,
+    safe_extract,
+)
+from cxrlib.runs import sha256_file
+
 __all__ = [
     "DATA_DIR_ENV",
+    "EXTRACT_MARKER",
     "REGISTRY",
     "RemoteDataset",
     "DownloadError",
@@ -68,7 +71,6 @@ __all__ = [
     "fetch",
     "safe_extract",
     "is_clutter",
-    "main",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,13 +79,8 @@ PathLike = str | os.PathLike[str]
 
 #: Environment variable that overrides the cache folder.
 DATA_DIR_ENV = "CXRLIB_DATA_DIR"
-#: Name of the marker file written last into a completely extracted folder.
-EXTRACT_MARKER = ".cxrlib-extracted.json"
 
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_DRIVE_RE = re.compile(r"^[A-Za-z]:")
-_CLUTTER_DIRS = frozenset({"__macosx"})
-_CLUTTER_FILES = frozenset({"thumbs.db", ".ds_store", "desktop.ini"})
 
 
 # --------------------------------------------------------------------------- errors
@@ -121,32 +118,6 @@ class MissingChecksumError(ValueError):
 
 class UnknownDatasetError(ValueError):
     """The requested dataset name is not in the registry; the message lists known names."""
-
-
-class ArchiveError(ValueError):
-    """An archive cannot be read (not a zip, corrupt member); the message names the file."""
-
-
-class UnsafeArchiveError(ArchiveError):
-    """An archive member would be written outside the destination, or is a link.
-
-    Attributes
-    ----------
-    archive
-        The archive path.
-    members
-        The offending member names (the first one is named in the message).
-    """
-
-    def __init__(self, archive: PathLike, members: Sequence[tuple[str, str]]) -> None:
-        self.archive = Path(archive)
-        self.members = [name for name, _ in members]
-        first, reason = members[0]
-        more = f" (and {len(members) - 1} more unsafe member(s))" if len(members) > 1 else ""
-        super().__init__(
-            f"{self.archive}: refusing to extract unsafe member {first!r}: {reason}{more}; "
-            "nothing was extracted"
-        )
 
 
 # ------------------------------------------------------------------------- registry
@@ -380,7 +351,7 @@ class _HashRecordingDownloader:
         self.actual_sha256 = None
         result = self.inner(url, output_file, pooch_obj, **kwargs)
         if isinstance(output_file, str | os.PathLike) and Path(output_file).is_file():
-            self.actual_sha256 = pooch.file_hash(str(output_file), alg="sha256")
+            self.actual_sha256 = sha256_file(output_file)
         return result
 
 
@@ -406,7 +377,7 @@ def _warn_if_low_on_space(entry: RemoteDataset, folder: Path, extract: bool) -> 
 
 def _discard_if_bad(path: Path, expected: str) -> None:
     """Delete a cached file that does not match ``expected`` (a stale or bad copy)."""
-    if path.is_file() and pooch.file_hash(str(path), alg="sha256") != expected:
+    if path.is_file() and sha256_file(path) != expected:
         logger.warning("removing %s: its sha256 does not match %s", path, expected)
         path.unlink()
 
@@ -489,288 +460,3 @@ def fetch(
     if extract and archive.suffix.lower() == ".zip":
         return safe_extract(archive, folder, progress=progress)
     return archive
-
-
-# -------------------------------------------------------------------------- extract
-
-
-def is_clutter(member: str) -> bool:
-    """Return True for archive clutter: ``__MACOSX/``, ``Thumbs.db``, ``.DS_Store``, ``._*``."""
-    parts = [part for part in re.split(r"[/\\]", member) if part]
-    if not parts:
-        return False
-    if any(part.lower() in _CLUTTER_DIRS for part in parts):
-        return True
-    base = parts[-1]
-    return base.lower() in _CLUTTER_FILES or base.startswith("._")
-
-
-def _unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    """Return why a member is unsafe to extract, or None if it is safe."""
-    name = info.filename
-    if "\x00" in name:
-        return "name contains a NUL byte"
-    if name.startswith(("/", "\\")):
-        return "absolute path"
-    if _DRIVE_RE.match(name):
-        return "path starts with a drive letter"
-    parts = re.split(r"[/\\]", name)
-    if ".." in parts:
-        return "path contains a '..' component"
-    if os.name == "nt" and any(":" in part for part in parts):
-        return "path contains ':' (drive or alternate data stream)"
-    kind = stat.S_IFMT(info.external_attr >> 16)
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link"
-    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-        return "special file (device, pipe or socket)"
-    return None
-
-
-def _member_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
-    return tuple(part for part in re.split(r"[/\\]", info.filename) if part not in ("", "."))
-
-
-def _plan(
-    archive: zipfile.ZipFile, zip_path: Path
-) -> tuple[list[tuple[zipfile.ZipInfo, tuple[str, ...]]], list[str]]:
-    """Check every member; return (members to extract, skipped clutter names)."""
-    unsafe: list[tuple[str, str]] = []
-    keep: list[tuple[zipfile.ZipInfo, tuple[str, ...]]] = []
-    skipped: list[str] = []
-    for info in archive.infolist():
-        reason = _unsafe_reason(info)
-        if reason is not None:
-            unsafe.append((info.filename, reason))
-        elif is_clutter(info.filename):
-            skipped.append(info.filename)
-        elif _member_parts(info):
-            keep.append((info, _member_parts(info)))
-    if unsafe:
-        raise UnsafeArchiveError(zip_path, unsafe)
-    return keep, skipped
-
-
-def _fingerprint(zip_path: Path, archive: zipfile.ZipFile) -> str:
-    """Identify an archive's content from its central directory (cheap, no decompression)."""
-    digest = hashlib.sha256(str(zip_path.stat().st_size).encode())
-    for info in sorted(archive.infolist(), key=lambda item: item.filename):
-        digest.update(f"{info.filename}\0{info.file_size}\0{info.CRC}\n".encode())
-    return digest.hexdigest()
-
-
-def _read_marker(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / EXTRACT_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _is_complete(folder: Path, fingerprint: str) -> bool:
-    marker = _read_marker(folder)
-    return bool(marker) and marker.get("fingerprint") == fingerprint
-
-
-def _check_free_space(dest: Path, needed: int, zip_path: Path) -> None:
-    free = shutil.disk_usage(dest).free
-    if needed > free:
-        raise OSError(
-            errno.ENOSPC,
-            f"extracting {zip_path} needs {needed / 1e9:.2f} GB but only "
-            f"{free / 1e9:.2f} GB are free in {dest}",
-        )
-
-
-def _extract_members(
-    archive: zipfile.ZipFile,
-    members: Iterable[tuple[zipfile.ZipInfo, tuple[str, ...]]],
-    root: Path,
-    zip_path: Path,
-    progress: bool,
-) -> None:
-    """Write the (already vetted) members under ``root``."""
-    members = list(members)
-    bar = None
-    if progress and _tqdm_available():
-        from tqdm.auto import tqdm
-
-        total = sum(info.file_size for info, _ in members)
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"extract {zip_path.name}")
-    root_resolved = root.resolve()
-    try:
-        for info, parts in members:
-            target = root.joinpath(*parts)
-            if not target.resolve().is_relative_to(root_resolved):
-                raise UnsafeArchiveError(zip_path, [(info.filename, "path escapes the folder")])
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with archive.open(info) as source, target.open("wb") as sink:
-                    shutil.copyfileobj(source, sink, 1 << 20)
-            except (zipfile.BadZipFile, EOFError) as error:
-                raise ArchiveError(
-                    f"{zip_path}: member {info.filename!r} is corrupt ({error})"
-                ) from error
-            if bar is not None:
-                bar.update(info.file_size)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _move_into_place(tmp: Path, final: Path, fingerprint: str) -> None:
-    """Rename the finished temporary folder to ``final``, replacing a stale extraction."""
-    old: Path | None = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.old")
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except OSError:
-        # Another process finished the same extraction first: keep theirs.
-        if _is_complete(final, fingerprint):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def safe_extract(zip_path: PathLike, dest: PathLike, *, progress: bool = False) -> Path:
-    """Unpack a zip archive into ``<dest>/<zip stem>/``, safely and atomically.
-
-    Every member is checked before anything is written: absolute paths, ``..``
-    components, drive letters, symbolic links and special files are refused.
-    Clutter (``__MACOSX/``, ``Thumbs.db``, ``.DS_Store``, ``desktop.ini``, ``._*``)
-    is skipped and listed in the log and in the marker file. Members are written
-    into a hidden temporary folder next to the final one, a marker file
-    (:data:`EXTRACT_MARKER`) is written last, and the folder is renamed into
-    place, so an interrupted or refused extraction leaves no partial folder.
-    A complete earlier extraction of the same archive is reused.
-
-    Parameters
-    ----------
-    zip_path
-        The zip archive.
-    dest
-        Parent folder of the extracted folder (created if needed).
-    progress
-        Show a tqdm progress bar (bytes).
-
-    Returns
-    -------
-    pathlib.Path
-        The extracted folder ``<dest>/<zip stem>/``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``zip_path`` does not exist.
-    ArchiveError
-        If it is not a readable zip archive or a member is corrupt.
-    UnsafeArchiveError
-        If any member is unsafe (nothing is written).
-    FileExistsError
-        If ``<dest>/<zip stem>/`` exists but was not made by this function.
-    """
-    zip_path = Path(zip_path)
-    dest = Path(dest)
-    if not zip_path.is_file():
-        raise FileNotFoundError(errno.ENOENT, "zip archive does not exist", str(zip_path))
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise ArchiveError(f"{zip_path}: not a readable zip archive ({error})") from error
-    with archive:
-        members, skipped = _plan(archive, zip_path)
-        fingerprint = _fingerprint(zip_path, archive)
-        final = dest / zip_path.stem
-        if final.exists():
-            if _is_complete(final, fingerprint):
-                logger.info("reusing complete extraction %s", final)
-                return final
-            if _read_marker(final) is None:
-                raise FileExistsError(
-                    errno.EEXIST,
-                    f"cannot extract {zip_path.name}: the folder exists but was not "
-                    "extracted by cxrlib (no marker file); remove or rename it, or choose "
-                    "another dest",
-                    str(final),
-                )
-            logger.info("%s holds an older extraction; extracting again", final)
-        dest.mkdir(parents=True, exist_ok=True)
-        _check_free_space(dest, sum(info.file_size for info, _ in members), zip_path)
-        tmp = dest / f".{final.name}.{uuid.uuid4().hex[:8]}.partial"
-        tmp.mkdir()
-        try:
-            _extract_members(archive, members, tmp, zip_path, progress)
-            marker = {
-                "archive": zip_path.name,
-                "fingerprint": fingerprint,
-                "members": len(members),
-                "bytes": sum(info.file_size for info, _ in members),
-                "skipped": skipped,
-            }
-            (tmp / EXTRACT_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
-            _move_into_place(tmp, final, fingerprint)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        logger.info("skipped %d clutter member(s) of %s: %s", len(skipped), zip_path, shown)
-    logger.info("extracted %d member(s) of %s into %s", len(members), zip_path, final)
-    return final
-
-
-# ------------------------------------------------------------------------------ CLI
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m cxrlib.data.download",
-        description="List, download and unpack the public chest X-ray datasets.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list the known datasets")
-    get = commands.add_parser("fetch", help="download, verify and unpack a dataset")
-    get.add_argument("name", help="dataset name (see 'list')")
-    get.add_argument("--dest", help=f"cache folder (default ${DATA_DIR_ENV} or the user cache)")
-    get.add_argument("--sha256", help="expected sha256 of the archive")
-    get.add_argument("--url", help="download from this mirror instead")
-    get.add_argument("--no-extract", action="store_true", help="keep the zip only")
-    get.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 ok, 2 refused or failed)."""
-    args = _build_parser().parse_args(argv)
-    if args.command == "list":
-        for entry in list_datasets():
-            checksum = entry.sha256 or "none on record (pass --sha256)"
-            sys.stdout.write(
-                f"{entry.name}\n  file: {entry.filename} ({entry.size_text})\n"
-                f"  url: {entry.url}\n  sha256: {checksum}\n  cite: {entry.citation}\n"
-            )
-        return 0
-    try:
-        path = fetch(
-            args.name,
-            dest=args.dest,
-            sha256=args.sha256,
-            url=args.url,
-            progress=not args.no_progress,
-            extract=not args.no_extract,
-        )
-    except (ValueError, OSError) as error:
-        sys.stderr.write(f"error: {error}\n")
-        return 2
-    sys.stdout.write(f"{path}\n")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -1,4 +1,8 @@
 """Lung segmentation.
 
-Models, losses, augmentation, training, inference, post-processing and metrics.
+Models (:mod:`~cxrlib.seg.models`), losses (:mod:`~cxrlib.seg.losses`), augmentation
+(:mod:`~cxrlib.seg.transforms`, :mod:`~cxrlib.seg.augment`), training
+(:mod:`~cxrlib.seg.train_config`, :mod:`~cxrlib.seg.train`, :mod:`~cxrlib.seg.results`),
+inference (:mod:`~cxrlib.seg.inference`, :mod:`~cxrlib.seg.folder`), post-processing
+(:mod:`~cxrlib.seg.postprocess`) and metrics (:mod:`~cxrlib.seg.metrics`).
 """

@@ -1,4 +1,4 @@
-"""Numpy evaluation of lung masks: overlap, surface distances, bootstrap intervals.
+"""Numpy evaluation of lung masks: overlap, surface distances, per-site summaries.
 
 Masks are ``bool`` arrays (any numeric dtype is accepted and thresholded at
 0.5). Single-mask functions take ``(H, W)`` or ``(H, W, 1)``; batch functions
@@ -23,12 +23,14 @@ pooled distances (the average symmetric surface distance, ASSD).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from cxrlib.stats import bootstrap_ci
 
 __all__ = [
     "dice",
@@ -37,7 +39,6 @@ __all__ = [
     "mean_surface_distance",
     "surface_distances",
     "per_image_scores",
-    "bootstrap_ci",
     "summarize_by_site",
 ]
 
@@ -267,77 +268,6 @@ def per_image_scores(
     return pd.DataFrame(rows, columns=["id", "site", "dice", "iou", "hd95"])
 
 
-def _resample_stat(values: np.ndarray, stat: Callable[..., Any], idx: np.ndarray) -> np.ndarray:
-    """Apply ``stat`` to each bootstrap sample ``values[idx[b]]``, vectorised if possible."""
-    samples = values[idx]
-    try:
-        result = np.asarray(stat(samples, axis=1), dtype=float)
-        if result.shape == (idx.shape[0],):
-            return result
-    except TypeError:
-        pass
-    return np.array([float(stat(row)) for row in samples])
-
-
-def bootstrap_ci(
-    values: Any,
-    stat: Callable[..., Any] = np.mean,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float, float]:
-    """Percentile-bootstrap confidence interval of a statistic.
-
-    Parameters
-    ----------
-    values : array_like, shape (n,)
-        Per-image values; ``nan`` entries are dropped.
-    stat : callable, default numpy.mean
-        Statistic; called as ``stat(samples, axis=1)`` on a ``(n_boot, n)``
-        array when it accepts ``axis``, else once per resample.
-    n_boot : int, default 2000
-        Number of bootstrap resamples.
-    ci : float, default 0.95
-        Coverage of the interval, in ``(0, 1)``.
-    seed : int, default 0
-        Seed of the resampling (results are reproducible).
-
-    Returns
-    -------
-    (estimate, low, high) : tuple of float
-        ``stat`` of the values and the ``(1 - ci) / 2`` and ``(1 + ci) / 2``
-        percentiles of the bootstrap distribution. With one value, all three
-        are that value.
-
-    Raises
-    ------
-    ValueError
-        For no finite values, or bad ``n_boot`` / ``ci``.
-    """
-    array = np.asarray(values, dtype=float).ravel()
-    array = array[~np.isnan(array)]
-    if array.size == 0:
-        raise ValueError("bootstrap_ci needs at least one non-nan value, got none")
-    if int(n_boot) < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
-    estimate = float(stat(array))
-    rng = np.random.default_rng(seed)
-    stats = []
-    chunk = max(1, 2_000_000 // array.size)  # bound memory to ~16 MB per chunk
-    remaining = int(n_boot)
-    while remaining > 0:
-        size = min(chunk, remaining)
-        idx = rng.integers(0, array.size, size=(size, array.size))
-        stats.append(_resample_stat(array, stat, idx))
-        remaining -= size
-    boot = np.concatenate(stats)
-    alpha = (1.0 - ci) / 2.0
-    low, high = np.percentile(boot, [100 * alpha, 100 * (1 - alpha)])
-    return estimate, float(low), float(high)
-
-
 _SUMMARY_COLUMNS = [
     "n",
     "dice_mean",
@@ -380,7 +310,7 @@ def summarize_by_site(
         Output of :func:`per_image_scores` (columns ``site``, ``dice``, ``iou``,
         ``hd95``).
     n_boot, ci, seed
-        Passed to :func:`bootstrap_ci`.
+        Passed to :func:`cxrlib.stats.bootstrap_ci`.
 
     Returns
     -------

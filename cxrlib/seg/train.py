@@ -14,7 +14,8 @@ Files written into ``run_dir`` (each atomically: temporary file + rename):
     The best model (highest validation Dice), reloadable with
     :func:`cxrlib.seg.inference.load_segmentation_model`.
 ``config.json``
-    The :class:`TrainConfig`, the resolved filters and the library versions.
+    The :class:`~cxrlib.seg.train_config.TrainConfig`, the resolved filters and the
+    library versions.
 ``key.json``
     The run's key (see *Load-or-train* below) and its status.
 ``split.csv``
@@ -38,7 +39,8 @@ Load-or-train
     The key is the SHA-256 of the configuration, the cxrlib training format and
     the identity (path, size, modification time) of every image and mask file
     used. A second call with the same key finds ``key.json`` marked ``done`` and
-    returns the saved run without training (``TrainResult.trained`` is False).
+    returns the saved run without training
+    (:attr:`cxrlib.seg.results.TrainResult.trained` is False).
     A different key raises :class:`RunDirError` unless ``overwrite=True``, which
     deletes the previous run's files (never other files in the folder) and
     retrains: a trained model is never replaced by accident.
@@ -49,7 +51,8 @@ Interruption
     resumes at the last finished epoch.
 
 CPU recipe
-    :func:`cpu_recipe` is the configuration ``cxrlib train-seg`` uses by default.
+    :func:`cxrlib.seg.train_config.cpu_recipe` is the configuration ``cxrlib train-seg``
+    uses by default.
 
 Mixed precision
     ``precision="auto"`` (the default) picks the fastest policy of this machine
@@ -57,20 +60,19 @@ Mixed precision
     Keras policy while the model is built and trained, and the previous policy is
     restored afterwards; the models compute their final sigmoid and the losses in
     float32.
+
+The configuration lives in :mod:`cxrlib.seg.train_config`, the result, the scoring and the
+reading of finished run folders in :mod:`cxrlib.seg.results`; the run store (key, atomic
+files) is :mod:`cxrlib.runs`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import math
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,55 +80,31 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.atomic import atomic_write
-from cxrlib.data.imageio import atomic_write_bytes, read_mask
 from cxrlib.errors import CxrlibError
-from cxrlib.precision import (
-    PRECISION_CHOICES,
-    PRECISIONS,
-    cpu_supports_bf16,
-    precision_scope,
-    resolve_precision,
+from cxrlib.precision import cpu_supports_bf16, precision_scope
+from cxrlib.runs import clear_run, differences, read_json, run_key, versions, write_csv, write_json
+from cxrlib.seg.results import (
+    TrainResult,
+    read_history,
+    read_run_files,
+    score_predictions,
+    summaries_to_dict,
 )
-from cxrlib.runs import hash_key
+from cxrlib.seg.train_config import TrainConfig
 
 __all__ = [
-    "MODELS",
-    "PRECISIONS",
-    "DEFAULT_FILTERS",
-    "CPU_RECIPE_FILTERS",
     "TRAIN_FORMAT_VERSION",
     "RUN_FILES",
     "RunDirError",
     "TrainingError",
-    "TrainConfig",
-    "TrainResult",
-    "cpu_recipe",
     "train_segmentation",
-    "read_history",
-    "read_run_files",
-    "precision_scope",
-    "cpu_supports_bf16",
-    "score_predictions",
-    "summaries_to_dict",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Architectures that :func:`train_segmentation` can train.
-MODELS: tuple[str, ...] = ("unet", "resunet")
-#: The original filters of each architecture (used when ``filters`` is None).
-DEFAULT_FILTERS: dict[str, tuple[int, ...]] = {
-    "unet": (32, 64, 128, 256, 512),
-    "resunet": (16, 32, 64, 128, 256),
-}
-#: Filters of the CPU recipe (:func:`cpu_recipe`). The ResUNet keeps 16 channels at
-#: the two finest levels: the narrowest width that trains on oneDNN CPUs (a stride-2
-#: 1x1 convolution with fewer than 16 input channels corrupts memory in TF 2.21's
-#: oneDNN backward pass) and about a quarter of the original's FLOPs at 128 x 128.
-CPU_RECIPE_FILTERS: dict[str, tuple[int, ...]] = {
-    "unet": (16, 32, 64, 128, 256),
-    "resunet": (16, 16, 32, 64, 128),
-}
+#: What trains (part of the run key: keep it when moving the function).
+_WHAT = "cxrlib.seg.train.train_segmentation"
+
 #: Bump when the files or the training procedure change: old runs get a new key.
 TRAIN_FORMAT_VERSION = 1
 #: Files a run writes into its folder (deleted by ``overwrite=True``).
@@ -142,8 +120,6 @@ RUN_FILES: tuple[str, ...] = (
     "best.weights.h5",
 )
 _BACKUP = "backup"
-_KNOWN_LOSSES = ("dice", "jaccard", "bce", "bce_dice")
-_SCHEDULES = ("plateau", "cosine")
 
 
 class RunDirError(CxrlibError, ValueError):
@@ -154,423 +130,7 @@ class TrainingError(CxrlibError, RuntimeError):
     """Training produced no usable model (e.g. the loss became NaN in the first epoch)."""
 
 
-# --------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that changes a trained segmentation model (the run's key).
-
-    The defaults train the original ResUNet at 128 x 128 in float32 for up to 30
-    epochs (batch 8, Adam 1e-3, BCE + Dice loss, training-only augmentation).
-    :func:`cpu_recipe` returns the faster configuration that ``cxrlib train-seg``
-    uses by default on CPUs.
-
-    Attributes
-    ----------
-    model : {"unet", "resunet"}
-        Architecture (:func:`cxrlib.seg.models.build_model`).
-    img_size : int
-        Side of the square model input; divisible by ``2 ** (len(filters) - 1)``
-        (16 for the five-level originals).
-    filters : tuple of int or None
-        Filters per level; None means the architecture's original filters
-        (:data:`DEFAULT_FILTERS`). ``len(filters)`` is the depth.
-    epochs : int
-        Maximum number of epochs (early stopping may end sooner).
-    batch_size : int
-    learning_rate : float
-        Initial Adam learning rate (reduced on plateaus).
-    loss : {"bce_dice", "dice", "jaccard", "bce"}
-        See :func:`cxrlib.seg.losses.get_loss`.
-    precision : {"auto", "float32", "mixed_bfloat16", "mixed_float16"}
-        Keras dtype policy during training. ``"auto"`` (the default) is resolved when
-        the config is made (:func:`cxrlib.precision.resolve_precision`): mixed float16
-        on a GPU, mixed bfloat16 on CPUs with AVX512_BF16/AMX, float32 elsewhere (on
-        other CPUs bfloat16 is emulated and about 11x slower). The attribute always
-        holds the resolved policy, which is what ``config.json`` stores.
-    seed : int
-        Seeds Keras (weights, dropout), the split and the augmentation.
-    augment : bool
-        Augment the training split on the fly (:class:`cxrlib.seg.augment.Augmenter`).
-    val_fraction, test_fraction : float
-        Fractions of each site-and-label stratum for validation (model selection,
-        early stopping) and test (reported only). ``val_fraction > 0``.
-    patience : int
-        Epochs without validation-Dice improvement before early stopping.
-    lr_schedule : {"plateau", "cosine"}
-        ``"plateau"``: ``ReduceLROnPlateau`` halves the learning rate after
-        ``max(1, patience // 2)`` epochs without validation-loss improvement.
-        ``"cosine"``: cosine decay from ``learning_rate`` to ``min_learning_rate``
-        over ``epochs`` (a fixed budget; works well when few epochs are affordable).
-    min_learning_rate : float
-        Floor of the learning-rate reduction / end of the cosine decay.
-    equalize : {None, "hist", "clahe"}
-        Histogram equalization of the inputs (:func:`cxrlib.preprocess.equalize`).
-    threshold : float
-        Probability above which a pixel is lung.
-    postprocess_k : int
-        Connected components kept by post-processing (two lungs).
-    fill_holes : bool
-        Fill holes in post-processed masks.
-    """
-
-    model: str = "resunet"
-    img_size: int = 128
-    filters: tuple[int, ...] | None = None
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    loss: str = "bce_dice"
-    precision: str = "auto"
-    seed: int = 0
-    augment: bool = True
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    patience: int = 6
-    lr_schedule: str = "plateau"
-    min_learning_rate: float = 1e-5
-    equalize: str | None = None
-    threshold: float = 0.5
-    postprocess_k: int = 2
-    fill_holes: bool = True
-
-    def __post_init__(self) -> None:
-        model = str(self.model).lower()
-        if model not in MODELS:
-            raise ValueError(f"TrainConfig.model must be one of {MODELS}, got {self.model!r}")
-        object.__setattr__(self, "model", model)
-        if self.filters is not None:
-            filters = _as_filters(self.filters)
-            object.__setattr__(self, "filters", filters)
-        self._check_int("img_size", 1)
-        depth = len(self.resolved_filters)
-        factor = 2 ** (depth - 1)
-        if self.img_size % factor:
-            lower = max(factor, self.img_size // factor * factor)
-            raise ValueError(
-                f"TrainConfig.img_size={self.img_size} is not divisible by {factor} "
-                f"(2**(depth-1) for a {model} with {depth} levels); use e.g. {lower} or "
-                f"{lower + factor}"
-            )
-        self._check_int("epochs", 1)
-        self._check_int("batch_size", 1)
-        self._check_int("patience", 1)
-        self._check_int("seed", 0)
-        self._check_int("postprocess_k", 1)
-        for name in ("learning_rate", "min_learning_rate"):
-            value = getattr(self, name)
-            if not _is_real(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"TrainConfig.{name} must be a positive number, got {value!r}")
-        if self.precision not in PRECISION_CHOICES:
-            raise ValueError(
-                f"TrainConfig.precision must be one of {PRECISION_CHOICES}, got {self.precision!r}"
-            )
-        object.__setattr__(self, "precision", resolve_precision(self.precision))
-        loss = str(self.loss).strip().lower().replace("-", "_").removesuffix("_loss")
-        if loss not in _KNOWN_LOSSES:
-            raise ValueError(f"TrainConfig.loss must be one of {_KNOWN_LOSSES}, got {self.loss!r}")
-        object.__setattr__(self, "loss", loss)
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if not _is_real(value) or not 0 <= value < 1:
-                raise ValueError(f"TrainConfig.{name} must be in [0, 1), got {value!r}")
-        if self.val_fraction <= 0:
-            raise ValueError(
-                f"TrainConfig.val_fraction must be > 0 (validation selects the best epoch), "
-                f"got {self.val_fraction!r}"
-            )
-        if self.val_fraction + self.test_fraction >= 1:
-            raise ValueError(
-                "TrainConfig.val_fraction + test_fraction must be < 1 (leave images to train "
-                f"on), got {self.val_fraction} + {self.test_fraction}"
-            )
-        if self.lr_schedule not in _SCHEDULES:
-            raise ValueError(
-                f"TrainConfig.lr_schedule must be one of {_SCHEDULES}, got {self.lr_schedule!r}"
-            )
-        if self.min_learning_rate > self.learning_rate:
-            raise ValueError(
-                f"TrainConfig.min_learning_rate ({self.min_learning_rate}) must not exceed "
-                f"learning_rate ({self.learning_rate})"
-            )
-        if self.equalize not in (None, "hist", "clahe"):
-            raise ValueError(
-                f"TrainConfig.equalize must be None, 'hist' or 'clahe', got {self.equalize!r}"
-            )
-        if not _is_real(self.threshold) or not 0 < self.threshold < 1:
-            raise ValueError(f"TrainConfig.threshold must be in (0, 1), got {self.threshold!r}")
-        for name in ("augment", "fill_holes"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ValueError(f"TrainConfig.{name} must be True or False")
-
-    def _check_int(self, name: str, minimum: int) -> None:
-        value = getattr(self, name)
-        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"TrainConfig.{name} must be an integer >= {minimum}, got {value!r}")
-
-    @property
-    def resolved_filters(self) -> tuple[int, ...]:
-        """The filters actually used (the original ones when ``filters`` is None)."""
-        return self.filters if self.filters is not None else DEFAULT_FILTERS[self.model]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict (filters as a list)."""
-        out = asdict(self)
-        out["filters"] = None if self.filters is None else list(self.filters)
-        return out
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ValueError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s): {unknown}; known: {sorted(names)}")
-        data = dict(values)
-        if data.get("filters") is not None:
-            data["filters"] = tuple(data["filters"])
-        return cls(**data)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _as_filters(filters: Any) -> tuple[int, ...]:
-    try:
-        values = tuple(filters)
-    except TypeError:
-        raise ValueError(
-            f"TrainConfig.filters must be a sequence of ints, got {filters!r}"
-        ) from None
-    if len(values) < 2 or not all(
-        isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0 for v in values
-    ):
-        raise ValueError(
-            f"TrainConfig.filters must be at least two positive integers, got {filters!r}"
-        )
-    return tuple(int(v) for v in values)
-
-
-def cpu_recipe(model: str = "resunet", **overrides: Any) -> TrainConfig:
-    """The CPU recipe: what ``cxrlib train-seg`` trains by default.
-
-    A width-reduced network (:data:`CPU_RECIPE_FILTERS`) at 128 x 128 in the
-    precision this machine runs fastest (``"auto"``), 30 epochs of batch 8 with a
-    cosine learning-rate decay (1e-3 to 1e-5) and early-stopping patience 10. Measured on the real
-    development set (395 training images, 2 shared CPU cores with AVX512_BF16):
-    16 minutes, test Dice 0.956 (95 % CI 0.949-0.963) scored at 512 x 512 against
-    the original masks. The cosine decay gained 0.005 test Dice over
-    ``ReduceLROnPlateau`` in the same budget, which never lowered the rate.
-
-    Parameters
-    ----------
-    model : {"resunet", "unet"}
-    **overrides
-        Any other :class:`TrainConfig` field.
-
-    Returns
-    -------
-    TrainConfig
-    """
-    key = str(model).lower()
-    if key not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    values: dict[str, Any] = {
-        "model": key,
-        "img_size": 128,
-        "filters": CPU_RECIPE_FILTERS[key],
-        "epochs": 30,
-        "batch_size": 8,
-        "precision": "auto",
-        "lr_schedule": "cosine",
-        "patience": 10,
-    }
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-# --------------------------------------------------------------------------- result
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_segmentation` produced (or found in the run folder).
-
-    Attributes
-    ----------
-    run_dir : pathlib.Path
-    model_path : pathlib.Path
-        ``run_dir/model.keras``.
-    config : TrainConfig
-    key : str
-        The run's SHA-256 key.
-    trained : bool
-        False when a finished run with the same key was reused.
-    resumed : bool
-        True when training resumed from ``run_dir/backup`` after an interruption.
-    epochs_run : int
-        Epochs in the history (all epochs, also those before a resume).
-    history : pandas.DataFrame
-        One row per epoch (``epoch``, ``loss``, ``dice``, ``val_loss``,
-        ``val_dice``, ..., ``learning_rate``).
-    split : pandas.DataFrame
-        ``id, site, label, split`` of every image with a mask.
-    metrics : dict
-        The content of ``metrics.json`` (see :func:`train_segmentation`).
-    timings : dict
-        Seconds and images per second (``train_images_per_s``).
-    """
-
-    run_dir: Path
-    model_path: Path
-    config: TrainConfig
-    key: str
-    trained: bool
-    resumed: bool
-    epochs_run: int
-    history: pd.DataFrame
-    split: pd.DataFrame
-    metrics: dict[str, Any]
-    timings: dict[str, Any] = field(default_factory=dict)
-
-    def summary_table(self, split: str = "test", resolution: str = "original") -> pd.DataFrame:
-        """Scores per site as a table.
-
-        Parameters
-        ----------
-        split : {"test", "val"}
-        resolution : {"original", "model"}
-
-        Returns
-        -------
-        pandas.DataFrame
-            Rows ``(site, postprocess)``; columns ``n``, ``dice_mean``,
-            ``dice_low``, ``dice_high``, ``iou_mean``, ..., ``hd95_median``.
-        """
-        scores = self.metrics.get(split)
-        if not scores:
-            raise ValueError(f"run has no {split!r} scores (splits: {list(self.metrics)})")
-        rows = []
-        for post, sites in scores[resolution].items():
-            for site, values in sites.items():
-                rows.append({"site": site, "postprocess": post, **values})
-        return pd.DataFrame(rows).set_index(["site", "postprocess"])
-
-    def load_model(self) -> Any:
-        """Load ``model.keras`` (see :func:`cxrlib.seg.inference.load_segmentation_model`)."""
-        from cxrlib.seg.inference import load_segmentation_model
-
-        return load_segmentation_model(self.model_path)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _atomic_json(path: Path, data: Any) -> None:
-    _atomic_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _plain(value: Any) -> Any:
-    """A numpy or Python number as a JSON-friendly int/float (NaN -> None)."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _atomic_csv(path: Path, table: pd.DataFrame) -> None:
-    _atomic_text(path, table.to_csv(index=False))
-
-
-def _mask_paths(value: Any) -> list[str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, str | os.PathLike):
-        return [os.fspath(value)] if os.fspath(value) else []
-    return [os.fspath(v) for v in value if v is not None and str(v)]
-
-
-def _file_identity(path: str) -> list[Any]:
-    stat = os.stat(path)
-    return [os.path.abspath(path), stat.st_size, stat.st_mtime_ns]
-
-
-def _data_identity(table: pd.DataFrame) -> list[list[Any]]:
-    """(id, site, label, image identity, mask identities) of every row, sorted by id."""
-    rows = []
-    for row in table.sort_values("id", key=lambda s: s.astype(str)).itertuples(index=False):
-        label = None if pd.isna(row.label) else int(row.label)
-        try:
-            image = _file_identity(row.image_path)
-            masks = [_file_identity(p) for p in _mask_paths(row.mask_path)]
-        except OSError as error:
-            raise ValueError(f"cannot read the data file {error.filename}: {error}") from error
-        rows.append([str(row.id), str(row.site), label, image, masks])
-    return rows
-
-
-def _run_key(config: TrainConfig, table: pd.DataFrame) -> tuple[str, dict[str, Any]]:
-    data = _data_identity(table)
-    inputs = {
-        "what": "cxrlib.seg.train.train_segmentation",
-        "format": TRAIN_FORMAT_VERSION,
-        "config": config.to_dict(),
-        "data_sha256": hash_key(data),
-        "n_images": len(data),
-    }
-    return hash_key(inputs), inputs
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _differences(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    if not old:
-        return "no readable key.json"
-    parts = []
-    old_cfg, new_cfg = old.get("config", {}), new["config"]
-    for name in sorted(set(old_cfg) | set(new_cfg)):
-        if old_cfg.get(name) != new_cfg.get(name):
-            parts.append(f"{name}: {old_cfg.get(name)!r} -> {new_cfg.get(name)!r}")
-    if old.get("data_sha256") != new["data_sha256"]:
-        parts.append(
-            f"data files changed ({old.get('n_images')} -> {new['n_images']} images, "
-            "or other paths, sizes or modification times)"
-        )
-    if old.get("format") != new["format"]:
-        parts.append(f"training format {old.get('format')} -> {new['format']}")
-    return "; ".join(parts) or "unknown difference"
-
-
-def _clear_run(run_dir: Path) -> None:
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / _BACKUP, ignore_errors=True)
+# --------------------------------------------------------------------------- data
 
 
 def _load_table(data: str | os.PathLike[str] | pd.DataFrame, progress: bool) -> pd.DataFrame:
@@ -607,6 +167,15 @@ def _split(table: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
             "need at least one of each (about 3 per site and label)"
         )
     return split
+
+
+def _run_key(config: TrainConfig, table: pd.DataFrame) -> dict[str, Any]:
+    """The run's key inputs and their hash under ``"key"`` (:func:`cxrlib.runs.run_key`)."""
+    return run_key(_WHAT, TRAIN_FORMAT_VERSION, config.to_dict(), table)
+
+
+def _clear_run(run_dir: Path) -> None:
+    clear_run(run_dir, RUN_FILES, [_BACKUP])
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -733,139 +302,6 @@ def _make_training_sequence(
     )
 
 
-def read_history(history_csv: Path) -> pd.DataFrame:
-    """Read a run's ``history.csv``; keep the last row of a repeated epoch (after a resume)."""
-    if not history_csv.is_file():
-        return pd.DataFrame(columns=["epoch"])
-    table = pd.read_csv(history_csv)
-    if "epoch" in table:
-        table = table.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    if "lr" in table and "learning_rate" not in table:
-        table = table.rename(columns={"lr": "learning_rate"})
-    return table.reset_index(drop=True)
-
-
-# --------------------------------------------------------------------------- scoring
-
-
-def _upsample_probs(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from cxrlib.preprocess import resize_image
-
-    plane = probs[..., 0] if probs.ndim == 3 else probs
-    if plane.shape == tuple(shape):
-        return plane.astype(np.float32, copy=False)
-    return resize_image(plane, tuple(int(s) for s in shape), method="area")
-
-
-def score_predictions(
-    probs: np.ndarray,
-    split: pd.DataFrame,
-    masks_model: np.ndarray,
-    *,
-    threshold: float = 0.5,
-    postprocess_k: int = 2,
-    fill_holes: bool = True,
-    original: bool = True,
-) -> pd.DataFrame:
-    """Per-image Dice, IoU and HD95 at the model size and at the original resolution.
-
-    Parameters
-    ----------
-    probs : ndarray, float32, shape (N, S, S, 1)
-        Predicted lung probabilities at the model size.
-    split : pandas.DataFrame
-        N rows with ``id``, ``site`` and ``mask_path`` (for the original masks).
-    masks_model : ndarray, bool, shape (N, S, S, 1)
-        Reference masks at the model size.
-    threshold : float, default 0.5
-    postprocess_k : int, default 2
-        Components kept by :func:`cxrlib.seg.postprocess.postprocess_mask`.
-    fill_holes : bool, default True
-    original : bool, default True
-        Also score at each image's original resolution: the probability map is
-        upsampled to the original mask's size (area/bilinear resampling),
-        thresholded and compared with the original mask (HD95 in original pixels).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``id``, ``site``, ``resolution`` (``"model"``/``"original"``),
-        ``postprocess`` (``"raw"``/``"postprocessed"``), ``dice``, ``iou``,
-        ``hd95``.
-    """
-    from cxrlib.seg.metrics import per_image_scores
-    from cxrlib.seg.postprocess import postprocess_mask
-
-    if len(probs) != len(split) or len(masks_model) != len(split):
-        raise ValueError(
-            f"probs ({len(probs)}), masks ({len(masks_model)}) and split rows ({len(split)}) "
-            "must have the same length"
-        )
-    ids, sites = split["id"].astype(str).tolist(), split["site"].astype(str).tolist()
-    frames = []
-
-    def add(preds: Any, truths: Any, resolution: str, post: str) -> None:
-        scores = per_image_scores(preds, truths, ids, sites)
-        scores.insert(2, "resolution", resolution)
-        scores.insert(3, "postprocess", post)
-        frames.append(scores)
-
-    raw = probs > threshold
-    add(raw, masks_model, "model", "raw")
-    add(
-        postprocess_mask(raw, k=postprocess_k, fill=fill_holes),
-        masks_model,
-        "model",
-        "postprocessed",
-    )
-    if original:
-        rows = {"raw": [], "postprocessed": []}
-        for i, mask_path in enumerate(split["mask_path"].tolist()):
-            paths = _mask_paths(mask_path)
-            truth = read_mask(paths if len(paths) > 1 else paths[0])
-            pred = _upsample_probs(probs[i], truth.shape) > threshold
-            cleaned = postprocess_mask(pred, k=postprocess_k, fill=fill_holes)
-            for post, mask in (("raw", pred), ("postprocessed", cleaned)):
-                one = per_image_scores(mask[None], truth[None], [ids[i]], [sites[i]])
-                rows[post].append(one)
-        for post, parts in rows.items():
-            scores = pd.concat(parts, ignore_index=True)
-            scores.insert(2, "resolution", "original")
-            scores.insert(3, "postprocess", post)
-            frames.append(scores)
-    return pd.concat(frames, ignore_index=True)
-
-
-def summaries_to_dict(per_image: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Nest :func:`cxrlib.seg.metrics.summarize_by_site` tables for ``metrics.json``.
-
-    Parameters
-    ----------
-    per_image : pandas.DataFrame
-        Output of :func:`score_predictions` with a ``split`` column.
-
-    Returns
-    -------
-    dict
-        ``{split: {resolution: {postprocess: {site: {n, dice_mean, dice_low,
-        dice_high, iou_mean, iou_low, iou_high, hd95_median, hd95_undefined}}}}}``
-        with ``site`` including ``"all"``.
-    """
-    from cxrlib.seg.metrics import summarize_by_site
-
-    out: dict[str, Any] = {}
-    for (split, resolution, post), group in per_image.groupby(
-        ["split", "resolution", "postprocess"], sort=True
-    ):
-        table = summarize_by_site(group, n_boot=n_boot, seed=seed)
-        sites = {
-            str(site): {name: _plain(value) for name, value in row.items()}
-            for site, row in table.to_dict(orient="index").items()
-        }
-        out.setdefault(split, {}).setdefault(resolution, {})[post] = sites
-    return out
-
-
 def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
     from cxrlib.seg.inference import predict_masks
 
@@ -873,19 +309,6 @@ def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _versions() -> dict[str, str]:
-    import keras
-
-    versions = {"keras": keras.__version__, "backend": keras.backend.backend()}
-    try:
-        import tensorflow as tf
-
-        versions["tensorflow"] = tf.__version__
-    except ImportError:  # pragma: no cover - other backends
-        pass
-    return versions
 
 
 def _check_precision(precision: str) -> None:
@@ -1003,33 +426,8 @@ def _evaluate(
     return pd.concat(frames, ignore_index=True), time.perf_counter() - start
 
 
-def read_run_files(run_dir: Path, config: TrainConfig, key: str) -> TrainResult:
-    """The :class:`TrainResult` of a finished run folder, read without training.
-
-    Reads ``history.csv``, ``split.csv`` and ``metrics.json`` (scores and timings);
-    ``trained`` and ``resumed`` are False. The caller has checked that the run is
-    finished and parsed its ``config`` and ``key``
-    (:func:`cxrlib.book.seg_runs.load_run` does both for any run folder).
-    """
-    metrics = _read_json(run_dir / "metrics.json") or {}
-    history = read_history(run_dir / "history.csv")
-    return TrainResult(
-        run_dir=run_dir,
-        model_path=run_dir / "model.keras",
-        config=config,
-        key=key,
-        trained=False,
-        resumed=False,
-        epochs_run=len(history),
-        history=history,
-        split=pd.read_csv(run_dir / "split.csv", dtype={"id": str}),
-        metrics=metrics.get("scores", {}),
-        timings=metrics.get("timings", {}),
-    )
-
-
 def _is_done(run_dir: Path, key: str) -> bool:
-    stored = _read_json(run_dir / "key.json")
+    stored = read_json(run_dir / "key.json")
     if not stored or stored.get("key") != key or stored.get("status") != "done":
         return False
     return all((run_dir / n).is_file() for n in ("model.keras", "metrics.json", "split.csv"))
@@ -1054,7 +452,7 @@ def train_segmentation(
         table (columns ``id``, ``site``, ``label``, ``image_path``, ``mask_path``).
         Only rows with a mask are used.
     config : TrainConfig, optional
-        Defaults to ``TrainConfig()``; see also :func:`cpu_recipe`.
+        Defaults to ``TrainConfig()``; see also :func:`cxrlib.seg.train_config.cpu_recipe`.
     run_dir : path
         Folder for the run's files (created).
     overwrite : bool, default False
@@ -1094,15 +492,16 @@ def train_segmentation(
     start = time.perf_counter()
     table = _load_table(data, progress)
     split = _split(table, config)
-    key, key_inputs = _run_key(config, split)
+    key_inputs = _run_key(config, split)
+    key = key_inputs["key"]
     if _is_done(run_dir, key):
         logger.info("reusing the trained model in %s (same key %s)", run_dir, key[:12])
         return read_run_files(run_dir, config, key)
-    stored = _read_json(run_dir / "key.json")
+    stored = read_json(run_dir / "key.json")
     if stored is not None and stored.get("key") != key:
         if not overwrite:
             raise RunDirError(
-                f"{run_dir} holds another run ({_differences(stored, key_inputs)}); pass "
+                f"{run_dir} holds another run ({differences(stored, key_inputs)}); pass "
                 "overwrite=True (cxrlib train-seg --overwrite) or choose another run folder"
             )
         _clear_run(run_dir)
@@ -1118,9 +517,9 @@ def train_segmentation(
         for name in ("history.csv", "best.weights.h5"):
             (run_dir / name).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_json(run_dir / "key.json", {"key": key, "status": "training", **key_inputs})
+    write_json(run_dir / "key.json", {"key": key, "status": "training", **key_inputs})
     out_split = split[["id", "site", "label", "split"]].copy()
-    _atomic_csv(run_dir / "split.csv", out_split)
+    write_csv(run_dir / "split.csv", out_split)
 
     from cxrlib.preprocess import load_arrays
 
@@ -1135,23 +534,23 @@ def train_segmentation(
     )
     load_seconds = time.perf_counter() - load_start
     _check_precision(config.precision)  # imports keras: after the worker processes
-    _atomic_json(
+    write_json(
         run_dir / "config.json",
         {
             **config.to_dict(),
             "resolved_filters": list(config.resolved_filters),
-            "versions": _versions(),
+            "versions": versions("keras", "tensorflow", "tensorflow-cpu"),
         },
     )
     fit_timings = _fit(run_dir, config, split, loaded, progress, resuming, _make_training_sequence)
     history = read_history(run_dir / "history.csv")
-    _atomic_json(run_dir / "history.json", history.to_dict(orient="records"))
+    write_json(run_dir / "history.json", history.to_dict(orient="records"))
 
     from cxrlib.seg.inference import load_segmentation_model
 
     model = load_segmentation_model(run_dir / "model.keras")
     per_image, eval_seconds = _evaluate(model, config, split, loaded)
-    _atomic_csv(run_dir / "per_image.csv", per_image)
+    write_csv(run_dir / "per_image.csv", per_image)
     scores = summaries_to_dict(per_image, seed=config.seed)
     timings = {
         **fit_timings,
@@ -1160,8 +559,8 @@ def train_segmentation(
         "total_seconds": time.perf_counter() - start,
         "resumed": resuming,
     }
-    _atomic_json(run_dir / "metrics.json", {"scores": scores, "timings": timings})
-    _atomic_json(run_dir / "key.json", {"key": key, "status": "done", **key_inputs})
+    write_json(run_dir / "metrics.json", {"scores": scores, "timings": timings})
+    write_json(run_dir / "key.json", {"key": key, "status": "done", **key_inputs})
     return TrainResult(
         run_dir=run_dir,
         model_path=run_dir / "model.keras",

@@ -13,17 +13,19 @@ pleural effusion.
     >>> p.image.shape, p.image.dtype, p.mask.dtype
     ((128, 128), dtype('float32'), dtype('bool'))
 
-:func:`write_dataset` writes whole datasets in the layouts of the real downloads;
-:func:`generate_arrays` draws them in memory.
+:func:`write_dataset` writes whole datasets in the layouts of the real downloads
+(:mod:`~cxrlib.synthetic.writers`, with DICOM encoding in :mod:`~cxrlib.synthetic.dicom`
+and the zips' clutter in :mod:`~cxrlib.synthetic.quirks`); :func:`generate_arrays` draws
+them in memory.
 """
 
+from .dicom import dicom_bytes
 from .phantom import MIN_SIZE, Phantom, make_phantom
 from .sites import SITE_PROFILES, SITES, SiteProfile
 from .writers import (
     LAYOUTS,
     MANIFEST_NAME,
     SynthManifest,
-    dicom_bytes,
     generate_arrays,
     phantom_seed,
     write_dataset,

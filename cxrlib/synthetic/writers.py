@@ -25,11 +25,12 @@ also carries the clutter of the real zips (``Thumbs.db``, ``.DS_Store``,
 Every phantom draws from its own random stream, derived from ``(seed, index)``
 with :class:`numpy.random.SeedSequence`, so the same seed gives byte-identical
 files whatever the number of worker processes.
+
+DICOM encoding is :mod:`cxrlib.synthetic.dicom`; the clutter is :mod:`cxrlib.synthetic.quirks`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import numbers
@@ -43,7 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.imageio import atomic_write_bytes, write_mask_png, write_png
-from .phantom import MIN_SIZE, Phantom, make_phantom
+from .dicom import GENERATOR, _dicom_for, dicom_bytes
+from .phantom import MIN_SIZE, make_phantom
+from .quirks import write_quirks
 from .sites import SITE_PROFILES
 
 __all__ = [
@@ -62,9 +65,7 @@ LAYOUTS: tuple[str, ...] = ("compilation", "montgomery", "shenzhen", "plain")
 MANIFEST_NAME = "phantoms.json"
 #: Fraction of Shenzhen images left without a mask when ``quirks=True``.
 MISSING_MASK_FRACTION = 0.1
-_GENERATOR = "cxrlib.synthetic"
 _PLAN_KEY = 0x706C616E  # "plan": the plan's stream, apart from the phantoms' (0, 1, 2, ...)
-_DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
 
 
 @dataclass
@@ -105,7 +106,7 @@ class SynthManifest:
     quirks: bool = True
     native_aspect: bool = False
     files: list[str] = field(default_factory=list)
-    generator: str = _GENERATOR
+    generator: str = GENERATOR
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable dictionary."""
@@ -127,8 +128,8 @@ class SynthManifest:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise ValueError(f"{path}: not a readable phantom manifest ({error})") from error
-        if not isinstance(data, dict) or data.get("generator") != _GENERATOR:
-            raise ValueError(f"{path}: not a phantom manifest written by {_GENERATOR}")
+        if not isinstance(data, dict) or data.get("generator") != GENERATOR:
+            raise ValueError(f"{path}: not a phantom manifest written by {GENERATOR}")
         return cls.from_dict(data)
 
 
@@ -264,116 +265,6 @@ def _paths(layout: str, item: _Item, suffix: str) -> dict[str, list[str]]:
     return out
 
 
-def dicom_bytes(
-    image: np.ndarray,
-    *,
-    patient_id: str,
-    sex: str = "O",
-    age: int | None = None,
-    seed: int = 0,
-    monochrome1: bool = False,
-    bits_stored: int = 12,
-    slope: float = 1.0,
-    intercept: float = 0.0,
-) -> bytes:
-    """Encode a radiograph as a DICOM file (explicit VR little endian).
-
-    Parameters
-    ----------
-    image
-        ``float (H, W)`` in ``[0, 1]``.
-    patient_id
-        Patient ID and name; UIDs are derived from it and ``seed`` (deterministic).
-    sex, age
-        Patient's sex (``"F"``/``"M"``/``"O"``) and age in years.
-    monochrome1
-        Store inverted values with ``PhotometricInterpretation = MONOCHROME1``.
-    bits_stored
-        Stored bit depth (8 to 16) in 16-bit words.
-    slope, intercept
-        Rescale slope and intercept; a window centre/width covering the full
-        rescaled range is written too.
-
-    Returns
-    -------
-    bytes
-        The file content; :func:`cxrlib.data.imageio.read_image` gives back ``image``
-        (to within the stored precision) when it spans ``[0, 1]``.
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    if not 8 <= bits_stored <= 16:
-        raise ValueError(f"bits_stored must be in [8, 16], got {bits_stored}")
-    array = np.asarray(image, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"image must be 2-D, got shape {array.shape}")
-    top = 2**bits_stored - 1
-    stored = np.rint(np.clip(array, 0.0, 1.0) * top).astype(np.uint16)
-    if monochrome1:
-        stored = (top - stored).astype(np.uint16)
-
-    def uid(kind: str) -> str:
-        return generate_uid(entropy_srcs=[_GENERATOR, str(seed), patient_id, kind])
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = _DX_STORAGE
-    meta.MediaStorageSOPInstanceUID = uid("instance")
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.preamble = b"\0" * 128
-    ds.SOPClassUID = _DX_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = uid("study")
-    ds.SeriesInstanceUID = uid("series")
-    ds.Modality = "DX"
-    ds.StudyDate = "20000101"
-    ds.PatientName = f"Phantom^{patient_id}"
-    ds.PatientID = patient_id
-    ds.PatientSex = sex if sex in ("F", "M") else "O"
-    if age is not None:
-        ds.PatientAge = f"{int(age):03d}Y"
-    ds.ViewPosition = "PA"
-    ds.BodyPartExamined = "CHEST"
-    ds.ImageComments = "synthetic phantom (cxrlib.synthetic)"
-    ds.Rows, ds.Columns = (int(s) for s in array.shape)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope = f"{slope:g}"
-    ds.RescaleIntercept = f"{intercept:g}"
-    ds.RescaleType = "US"
-    lo, hi = intercept, top * slope + intercept
-    # Linear window mapping [lo, hi] onto the full output range (DICOM PS3.3 C.11.2.1.2).
-    ds.WindowCenter = f"{(lo + hi) / 2 + 0.5:g}"
-    ds.WindowWidth = f"{hi - lo + 1:g}"
-    ds.PixelData = stored.astype("<u2").tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
-def _dicom_for(phantom: Phantom, stem: str, seed: int, index: int) -> bytes:
-    """DICOM with per-image variety: MONOCHROME1 for some, various rescale values."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 1)))
-    slope, intercept = [(1.0, 0.0), (1.0, -1024.0), (0.5, 0.0), (2.0, -100.0)][rng.integers(4)]
-    return dicom_bytes(
-        phantom.image,
-        patient_id=stem,
-        sex=phantom.sex,
-        age=phantom.age,
-        seed=seed,
-        monochrome1=bool(rng.random() < 0.3),
-        bits_stored=int(rng.choice([12, 12, 14, 16])),
-        slope=slope,
-        intercept=intercept,
-    )
-
-
 def _write_item(
     root: Path,
     layout: str,
@@ -442,45 +333,6 @@ def _run(tasks: list[tuple], worker, n_jobs: int, total: int, progress: bool, de
                     results.extend(out)
                     bar.update(len(out))
     return results
-
-
-# --------------------------------------------------------------------------- quirks
-
-_THUMBS_DB = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
-_DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(2040)
-
-
-def _apple_double() -> bytes:
-    """A minimal AppleDouble file, as macOS zips store in ``__MACOSX/._name``.
-
-    Header (magic, version, 16-byte filler, one entry), then 32 bytes of Finder info.
-    """
-    header = (0x00051607).to_bytes(4, "big") + (0x00020000).to_bytes(4, "big") + bytes(16)
-    entry = (9).to_bytes(4, "big") + (38).to_bytes(4, "big") + (32).to_bytes(4, "big")
-    return header + (1).to_bytes(2, "big") + entry + bytes(32)
-
-
-def _write_quirks(root: Path, image_files: list[str], seed: int) -> list[str]:
-    """Add the clutter of the real zips; return the relative paths written."""
-    written: list[str] = []
-    folders = sorted({str(Path(rel).parent.as_posix()) for rel in image_files})
-    for folder in folders:
-        rel = f"{folder}/Thumbs.db"
-        atomic_write_bytes(root / rel, _THUMBS_DB)
-        written.append(rel)
-    tops = sorted({rel.split("/", 1)[0] for rel in image_files})
-    for top in tops:
-        rel = f"{top}/.DS_Store"
-        atomic_write_bytes(root / rel, _DS_STORE)
-        written.append(rel)
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN_KEY, 1)))
-    picks = sorted(rng.choice(len(image_files), size=min(5, len(image_files)), replace=False))
-    for k in picks:
-        rel_path = Path(image_files[int(k)])
-        rel = f"__MACOSX/{rel_path.parent.as_posix()}/._{rel_path.name}"
-        atomic_write_bytes(root / rel, _apple_double())
-        written.append(rel)
-    return written
 
 
 # --------------------------------------------------------------------------- output folder
@@ -616,7 +468,8 @@ def write_dataset(
     files = [rel for record in records for rel in record["files"]]
     if quirks:
         image_files = [_paths(layout, it, ".dcm" if dicom else ".png")["image"][0] for it in items]
-        files += _write_quirks(out, image_files, seed)
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN_KEY, 1)))
+        files += write_quirks(out, image_files, rng)
 
     by_site: dict[str, dict[str, int]] = {}
     for item in items:

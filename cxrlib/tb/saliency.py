@@ -144,7 +144,7 @@ def occlusion_map(
     ----------
     score : callable
         ``score(images float32 (n, H, W), masks bool (n, H, W)) -> (n,)`` TB
-        probabilities, e.g. :meth:`cxrlib.tb.pipeline.TBPredictor.score`.
+        probabilities, e.g. :meth:`cxrlib.tb.predictor.TBPredictor.score`.
     image : numpy.ndarray
         ``float32 (H, W)`` radiograph in ``[0, 1]``.
     mask : numpy.ndarray

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from cxrlib.tb.features import cnn, encoder, handcrafted
 from cxrlib.tb.features.base import (
     FeatureError,
     FeatureExtractor,
@@ -153,8 +154,6 @@ def extract_features(
 
 
 def _register_builtins() -> None:
-    from cxrlib.tb.features import cnn, encoder, handcrafted
-
     register_extractor("handcrafted", handcrafted.HandcraftedFeatures)
     for backbone in cnn.BACKBONES:
         register_extractor(backbone, cnn.factory(backbone, pooling="global"))

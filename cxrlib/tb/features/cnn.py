@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cxrlib.errors import CxrlibError
+from cxrlib.preprocess import resize_image
 from cxrlib.tb.features.base import (
     FeatureError,
     FeatureExtractor,
@@ -267,8 +268,6 @@ def lung_pool(feature_maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
         ``float32 (N, C)``; an image whose mask covers nothing gets the global
         average.
     """
-    from cxrlib.preprocess import resize_image
-
     n, h, w, _ = feature_maps.shape
     weights = np.stack(
         [resize_image(np.asarray(m, np.float32), (h, w), method="area") for m in masks]
@@ -371,8 +370,6 @@ class CNNFeatures(FeatureExtractor):
             ``float32 (N, S, S, 3)`` after the backbone's ``preprocess_input``.
         """
         import importlib
-
-        from cxrlib.preprocess import resize_image
 
         size = (self.input_size, self.input_size)
         resized = np.stack([resize_image(im, size, method="bilinear") for im in images])

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cxrlib.preprocess import resize_image
 from cxrlib.tb.features.base import (
     FeatureError,
     FeatureExtractor,
@@ -152,8 +153,6 @@ class EncoderFeatures(FeatureExtractor):
 
     def _prepare(self, images: np.ndarray) -> np.ndarray:
         """Resize ``(n, H, W)`` images to the model's input ``(n, H', W', C)``."""
-        from cxrlib.preprocess import resize_image
-
         _, height, width, channels = self.model.inputs[0].shape
         if (height, width) != images.shape[1:]:
             if height is None or width is None:

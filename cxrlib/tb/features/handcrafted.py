@@ -1,7 +1,8 @@
 """Hand-crafted lung features for TB screening, in the spirit of Jaeger et al. (2014).
 
 Everything is measured inside the lung mask, for the whole lung field, for each
-lung, and for the upper, middle and lower third of each lung (nine regions):
+lung, and for the upper, middle and lower third of each lung (nine regions,
+:func:`cxrlib.tb.features.regions.lung_regions`):
 
 ``intensity``
     Mean, standard deviation, 5/25/50/75/95th percentiles, skewness and
@@ -69,23 +70,19 @@ from cxrlib.tb.features.base import (
     FeatureSet,
     check_batch_size,
 )
+from cxrlib.tb.features.regions import SIDES, lung_regions
 
 __all__ = [
     "GROUPS",
     "HandcraftedFeatures",
     "image_features",
-    "lung_regions",
-    "split_lungs",
 ]
 
 #: Feature groups, in the order their columns appear.
 GROUPS = ("intensity", "glcm", "lbp", "gradient", "hessian", "shape")
 
-_ZONES = ("upper", "middle", "lower")
-_SIDES = ("right", "left")
 _GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "entropy")
 _ANGLES = 4  # 0, 45, 90, 135 degrees
-_MIN_SECOND_LUNG = 0.1  # area of the second component relative to the first
 _ORIENTATION_BINS = 8
 
 
@@ -110,86 +107,6 @@ class _Collector:
             raise AssertionError(f"{prefix}: {len(names)} names for {len(values)} values")
         self.names.extend(f"{prefix}_{n}" for n in names)
         self.values.extend(float(v) for v in values)
-
-
-# ----------------------------------------------------------------------------- regions
-
-
-def split_lungs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split a lung-field mask into the patient's right and left lung.
-
-    Parameters
-    ----------
-    mask : numpy.ndarray
-        ``bool (H, W)`` lung field (both lungs).
-
-    Returns
-    -------
-    right, left : numpy.ndarray
-        ``bool (H, W)`` masks of the patient's right lung (image left) and left
-        lung (image right). The two largest 8-connected components are the
-        lungs when the smaller has at least 10% of the larger's area (smaller
-        specks are dropped); otherwise the mask is split at the image's centre
-        column (a lung missing from the mask gives an empty one).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if count >= 2:
-        areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-        first, second = np.argsort(areas)[::-1][:2] + 1
-        if areas[second - 1] >= _MIN_SECOND_LUNG * areas[first - 1]:
-            a, b = labels == first, labels == second
-            if _centre_column(a) > _centre_column(b):
-                a, b = b, a
-            return a, b
-    centre = mask.shape[1] // 2
-    right, left = mask.copy(), mask.copy()
-    right[:, centre:] = False
-    left[:, :centre] = False
-    return right, left
-
-
-def _centre_column(region: np.ndarray) -> float:
-    return float(np.nonzero(region)[1].mean())
-
-
-def _zones(lung: np.ndarray) -> list[np.ndarray]:
-    """Upper, middle and lower third (by rows of its bounding box) of one lung."""
-    rows = np.flatnonzero(lung.any(axis=1))
-    if rows.size == 0:
-        return [lung.copy() for _ in _ZONES]
-    top, height = rows[0], rows[-1] - rows[0] + 1
-    cuts = [top + round(height * k / 3) for k in range(4)]
-    zones = []
-    for start, stop in zip(cuts[:-1], cuts[1:], strict=True):
-        zone = np.zeros_like(lung)
-        zone[start:stop] = lung[start:stop]
-        zones.append(zone)
-    return zones
-
-
-def lung_regions(mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The nine regions the features are measured in.
-
-    Parameters
-    ----------
-    mask : numpy.ndarray
-        ``bool (H, W)`` lung field.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray
-        ``bool (H, W)`` masks, in order: ``lungs``, ``right``, ``left``,
-        ``right_upper``, ``right_middle``, ``right_lower``, ``left_upper``,
-        ``left_middle``, ``left_lower``.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    right, left = split_lungs(mask)
-    regions = {"lungs": mask, "right": right, "left": left}
-    for side, lung in (("right", right), ("left", left)):
-        for zone, region in zip(_ZONES, _zones(lung), strict=True):
-            regions[f"{side}_{zone}"] = region
-    return regions
 
 
 # --------------------------------------------------------------------------- statistics
@@ -337,7 +254,7 @@ def _gradient(out: _Collector, z: np.ndarray, regions: dict) -> None:
     hog_names = [f"bin{b}" for b in range(_ORIENTATION_BINS)]
     for name, region in regions.items():
         out.add(f"gradient_{name}", ("mean", "std", "p50", "p90"), _summary(magnitude[region]))
-        if name in ("lungs", *_SIDES):
+        if name in ("lungs", *SIDES):
             weights = magnitude[region]
             hist = np.bincount(bins[region], weights=weights, minlength=_ORIENTATION_BINS)
             total = hist.sum()
@@ -400,8 +317,8 @@ def _mirror_iou(mask: np.ndarray) -> float:
 
 def _shape(out: _Collector, regions: dict) -> None:
     right, left = regions["right"], regions["left"]
-    shapes = {side: _lung_shape(regions[side]) for side in _SIDES}
-    for side in _SIDES:
+    shapes = {side: _lung_shape(regions[side]) for side in SIDES}
+    for side in SIDES:
         out.add(f"shape_{side}", _LUNG_SHAPE_NAMES, shapes[side])
     mask = regions["lungs"]
     rows = np.flatnonzero(mask.any(axis=1))

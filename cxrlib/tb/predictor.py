@@ -1,0 +1,141 @@
+"""A finished TB pipeline as one object: :class:`TBPredictor`, read by :func:`load_predictor`.
+
+The predictor holds the run's segmentation model, its feature settings and its fitted
+classifier: :meth:`TBPredictor.prepare` turns image files into images and predicted lung
+masks, :meth:`TBPredictor.score` turns those into TB probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from cxrlib.runs import read_json
+from cxrlib.tb.config import TBConfig
+from cxrlib.tb.feature_sets import extract_combined
+from cxrlib.tb.inputs import TBInputs, as_seg_model, prepare_inputs
+from cxrlib.tb.rundir import TBRunError, check_tb_run
+
+__all__ = ["TBPredictor", "load_predictor"]
+
+
+class TBPredictor:
+    """A finished TB pipeline: segmentation model, feature extractors and classifier.
+
+    Parameters
+    ----------
+    classifier : sklearn Pipeline
+        Fitted; ``predict_proba(X)[:, 1]`` is the TB probability.
+    config : TBConfig
+    seg_model : keras.Model or path
+    n_features : int
+        Feature dimension the classifier was fitted on.
+    feature_names : list of str, optional
+    seg_equalize : {None, "hist", "clahe"}
+        Equalization of the segmentation model's inputs (see :func:`prepare_inputs`).
+    """
+
+    def __init__(
+        self,
+        classifier: Any,
+        config: TBConfig,
+        seg_model: Any,
+        n_features: int,
+        feature_names: Sequence[str] | None = None,
+        seg_equalize: str | None = None,
+    ) -> None:
+        self.classifier = classifier
+        self.config = config
+        self.seg_model = as_seg_model(seg_model)
+        self.n_features = int(n_features)
+        self.feature_names = list(feature_names or [])
+        self.seg_equalize = seg_equalize
+
+    @property
+    def image_size(self) -> int:
+        """Side of the images and masks the features are computed at."""
+        return self.config.image_size
+
+    def prepare(self, paths: Sequence[str | os.PathLike[str]], **kwargs: Any) -> TBInputs:
+        """:func:`prepare_inputs` with this pipeline's model and sizes."""
+        return prepare_inputs(
+            paths,
+            self.seg_model,
+            self.config.image_size,
+            mask_threshold=self.config.mask_threshold,
+            seg_equalize=self.seg_equalize,
+            **kwargs,
+        )
+
+    def features(
+        self, images: np.ndarray, masks: np.ndarray, *, n_jobs: int | None = None
+    ) -> np.ndarray:
+        """Features ``float32 (N, D)`` of images and masks at :attr:`image_size`.
+
+        Raises
+        ------
+        TBRunError
+            If the dimension differs from the one the classifier was fitted on.
+        """
+        X, _ = extract_combined(
+            self.config.features,
+            images,
+            masks,
+            options=self.config.feature_options,
+            seg_model=self.seg_model,
+            n_jobs=n_jobs,
+        )
+        fitted = getattr(self.classifier, "n_features_in_", self.n_features)
+        for expected in {self.n_features, int(fitted)}:
+            if X.shape[1] != expected:
+                raise TBRunError(
+                    f"the TB model expects {expected} features ({'+'.join(self.config.features)}"
+                    f" at {self.config.image_size} px) but got {X.shape[1]}: the feature "
+                    "extractor changed since the run was trained (another cxrlib version or "
+                    "edited settings); retrain with cxrlib train-tb"
+                )
+        return X
+
+    def score(self, images: np.ndarray, masks: np.ndarray, *, n_jobs: int | None = None) -> Any:
+        """TB probabilities ``float64 (N,)`` of images with given lung masks."""
+        X = self.features(images, masks, n_jobs=n_jobs)
+        return np.asarray(self.classifier.predict_proba(X))[:, 1].astype(np.float64)
+
+
+def _load_classifier(path: Path) -> Any:
+    try:
+        return joblib.load(path)
+    except Exception as error:  # unpickling raises many types
+        raise TBRunError(f"{path}: cannot load the TB classifier ({error})") from error
+
+
+def load_predictor(run_dir: str | os.PathLike[str]) -> TBPredictor:
+    """The :class:`TBPredictor` of a finished TB run folder.
+
+    Raises
+    ------
+    TBRunError
+        If ``run_dir`` is not a finished TB run (the message says what it is).
+    """
+    path = check_tb_run(run_dir)
+    stored = read_json(path / "tb_config.json")
+    if not isinstance(stored, dict) or "config" not in stored:
+        raise TBRunError(f"{path / 'tb_config.json'} is not a readable TB configuration")
+    config = TBConfig.from_dict(stored["config"])
+    seg_path = path / stored["seg_model"]
+    if not seg_path.is_file():
+        raise TBRunError(f"the run's segmentation model {seg_path} is missing")
+    classifier = _load_classifier(path / "tb_model.joblib")
+    return TBPredictor(
+        classifier,
+        config,
+        seg_path,
+        stored["n_features"],
+        stored.get("feature_names"),
+        seg_equalize=stored.get("seg_equalize"),
+    )
