@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +40,7 @@ __all__ = [
     "run_key",
     "differences",
     "clear_run",
+    "remove_stale_temporaries",
     "versions",
 ]
 
@@ -235,6 +237,27 @@ def clear_run(
         (run_dir / name).unlink(missing_ok=True)
     for name in folders:
         shutil.rmtree(run_dir / name, ignore_errors=True)
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike[str], names: Iterable[str]) -> list[Path]:
+    """Delete what interrupted atomic writes of ``names`` left in ``run_dir``; return them.
+
+    :func:`cxrlib.atomic.atomic_write` writes ``.NAME.XXXXXXXX<suffix>`` next to ``NAME``
+    and renames it; a process killed before the rename leaves that hidden file behind.
+    Call this only while no other process writes into ``run_dir`` (hold its
+    :func:`cxrlib.lock.run_lock`).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    patterns = [re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}") for name in names]
+    removed = []
+    for entry in run_dir.iterdir():
+        if entry.name.startswith(".") and any(p.match(entry.name) for p in patterns):
+            if entry.is_file() or entry.is_symlink():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return sorted(removed)
 
 
 def versions(*packages: str, backend: bool = True) -> dict[str, str]:

@@ -85,6 +85,39 @@ def test_valid_profile_passes_and_unknown_profile_is_named(tmp_path):
         bookrunner.load_profile(root, "huge")
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("phantoms: {n: 4\nnotebooks: {}\n", r"smoke\.yml, line 2, column \d+: not valid YAML"),
+        ("notebooks:\n  - 01_data_exploration\n", r"smoke\.yml, line 1: 'notebooks' must be"),
+        ("notebooks:\n  01_data_exploration: [1]\n", r"line 2: notebooks\.01_data_exploration"),
+        ("phantoms: {n: lots}\n", r"line 1: phantoms\.n must be an integer >= 1, got 'lots'"),
+        ("phantoms:\n  size: 8\n", r"line 2: phantoms\.size must be an integer >= 32"),
+        ("phantoms: {layout: plain}\n", r"unknown key phantoms\.layout"),
+        ("phantoms: [1, 2]\n", r"'phantoms' must be a mapping"),
+        ("notebook:\n  x: {}\n", r"line 1: unknown profile key 'notebook'"),
+        ("- a\n- b\n", r"a profile must be a mapping, got list"),
+    ],
+)
+def test_malformed_profiles_name_file_line_and_key(tmp_path, text, message):
+    root = _fake_project(tmp_path, text)
+    with pytest.raises(BookBuildError, match=message):
+        bookrunner.load_profile(root, "smoke")
+
+
+def test_the_books_profiles_pass(repo_root):
+    for path in sorted((repo_root / "book" / "params").glob("*.yml")):
+        profile = bookrunner.load_profile(repo_root, path.stem)
+        assert set(profile) <= set(bookrunner.PROFILE_KEYS)
+
+
+def test_validate_profile_refuses_a_list_of_notebooks(tmp_path):
+    root = _fake_project(tmp_path, "phantoms: {n: 4}\n")
+    plan = bookrunner._plan_for(root, None)
+    with pytest.raises(BookBuildError, match="'notebooks' must be a mapping"):
+        bookrunner.validate_profile(root, {"notebooks": ["01_data_exploration"]}, plan)
+
+
 def test_find_project_root(tmp_path, repo_root):
     assert bookrunner.find_project_root(repo_root / "cxrlib") == repo_root
     with pytest.raises(BookBuildError, match="no cxr-book repository"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -639,3 +640,141 @@ def test_summary_shows_the_dataset_relative_to_the_working_directory(tmp_path, m
     monkeypatch.chdir(tmp_path)
     summary = scan_dataset(folder, progress=False).report.summary()
     assert summary.splitlines()[0] == "dataset: MontgomerySet"
+
+
+# --------------------------------------------------------------------------- decoding pixels
+
+
+def _damage_png_pixels(path: Path, how: str = "truncate") -> Path:
+    """Damage a PNG's pixel data (IDAT) but keep its chunks valid: header, CRCs, IEND."""
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    out, pos = bytearray(data[:8]), 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        if kind == b"IDAT":
+            body = body[: len(body) // 2] if how == "truncate" else bytes(len(body))
+        out += struct.pack(">I", len(body)) + kind + body
+        out += struct.pack(">I", zlib.crc32(kind + body))
+        pos += 12 + length
+    path.write_bytes(bytes(out))
+    return path
+
+
+def _noise_image(path: Path, shape: tuple[int, int] = SIZE) -> Path:
+    return write_png(path, np.random.default_rng(0).random(shape))
+
+
+def _write_dicom(path: Path, shape: tuple[int, int] = SIZE, pixel_bytes: int | None = None) -> Path:
+    """A 12-bit DICOM radiograph; ``pixel_bytes`` cuts its pixel data short."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    ds.PixelRepresentation, ds.SamplesPerPixel = 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    pixels = np.full(shape, 2000, np.uint16).tobytes()
+    ds.PixelData = pixels[:pixel_bytes] if pixel_bytes is not None else pixels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _undecodable_folder(base: Path) -> Path:
+    """A plain folder: 2 good images with masks, 2 images and 1 mask with broken pixels."""
+    for name in ("good1", "good2"):
+        _image(base / "images" / f"{name}.png")
+        _mask(base / "masks" / f"{name}.png")
+    _damage_png_pixels(_noise_image(base / "images" / "cut.png"))
+    _write_dicom(base / "images" / "short.dcm", pixel_bytes=100)
+    _damage_png_pixels(_noise_image(base / "masks" / "good2_mask.png"), how="zeros")
+    return base
+
+
+def test_headers_only_scan_counts_files_with_damaged_pixels(tmp_path: Path) -> None:
+    _undecodable_folder(tmp_path)
+    table, report = scan_dataset(tmp_path)
+    assert set(table["id"]) == {"good1", "good2", "cut", "short"}
+    assert not report.decoded and "pixels: not decoded" in report.summary()
+
+
+def test_decode_skips_undecodable_images_and_masks(tmp_path: Path) -> None:
+    _undecodable_folder(tmp_path)
+    table, report = scan_dataset(tmp_path, decode=True)
+    assert set(table["id"]) == {"good1", "good2"}
+    reasons = _skipped(report)
+    assert reasons["cut.png"].startswith("unreadable image: not a readable image")
+    assert "truncated" in reasons["cut.png"]
+    assert reasons["short.dcm"].startswith("unreadable image: DICOM pixel data cannot be decoded")
+    assert reasons["good2_mask.png"].startswith("unreadable mask")
+    assert _row(table, "good2")["mask_path"].endswith("good2.png")
+    assert report.decoded and report.to_dict()["decoded"] is True
+    assert "pixels: every image and mask decoded" in report.summary()
+
+
+def test_decode_needs_check_images(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    with pytest.raises(ValueError, match="decode=True needs check_images=True"):
+        scan_dataset(tmp_path, check_images=False, decode=True)
+
+
+def test_all_zero_masks_are_listed_and_warned_about(tmp_path: Path, caplog) -> None:
+    for name in ("a", "b", "c"):
+        _image(tmp_path / "images" / f"{name}.png")
+    _mask(tmp_path / "masks" / "a.png")
+    _mask(tmp_path / "masks" / "b.png", pixels=0)
+    write_png(tmp_path / "masks" / "c.png", np.full(SIZE, 0.4))  # below the 0.5 threshold
+    with caplog.at_level("WARNING", logger="cxrlib.data.datasets"):
+        table, report = scan_dataset(tmp_path, decode=True)
+    assert report.masks == 3, "empty masks are still paired"
+    assert [Path(p).name for p in report.empty_masks] == ["b.png", "c.png"]
+    assert "2 mask files under" in caplog.text and "no lung pixel" in caplog.text
+    data = report.to_dict()
+    assert data["empty_masks"] == 2
+    assert data["details"]["empty_masks"] == ["masks/b.png", "masks/c.png"]
+    text = report.summary()
+    assert "empty masks: 2 mask files without a lung pixel" in text and "masks/b.png" in text
+    assert scan_dataset(tmp_path).report.empty_masks == [], "found only when decoding"
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_dicom_files_without_suffix_are_images(tmp_path: Path, decode: bool) -> None:
+    _write_dicom(tmp_path / "images" / "IM0001")
+    _write_dicom(tmp_path / "images" / "1.2.840.5")
+    _write_dicom(tmp_path / "images" / "1.2.840.6")
+    _mask(tmp_path / "masks" / "IM0001.png")
+    (tmp_path / "images" / "README").write_text("not an image")
+    table, report = scan_dataset(tmp_path, decode=decode)
+    assert sorted(table["id"]) == ["1.2.840.5", "1.2.840.6", "IM0001"]
+    assert report.masks == 1 and _row(table, "IM0001")["mask_path"].endswith("IM0001.png")
+    assert _skipped(report) == {"README": "not an image or clinical reading (no suffix)"}
+
+
+@pytest.mark.parametrize("decode", [False, True])
+def test_decompression_bomb_is_skipped_not_fatal(tmp_path: Path, decode: bool, monkeypatch) -> None:
+    import struct
+    import zlib
+
+    monkeypatch.delenv("CXRLIB_MAX_PIXELS", raising=False)
+
+    _image(tmp_path / "images" / "ok.png")
+    data = bytearray((_image(tmp_path / "images" / "bomb.png")).read_bytes())
+    data[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    (tmp_path / "images" / "bomb.png").write_bytes(bytes(data))
+    table, report = scan_dataset(tmp_path, decode=decode)
+    assert list(table["id"]) == ["ok"]
+    reason = _skipped(report)["bomb.png"]
+    assert re.match(r"unreadable image: image too large: (20000x20000 = )?400,000,000 pix", reason)
+    assert "over the limit of 89,478,485 pixels" in reason

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cxrlib.atomic import default_file_mode
 from cxrlib.cli import main
 from cxrlib.data import archive as archive_module
 from cxrlib.data import download
@@ -204,6 +205,9 @@ def test_fetch_downloads_verifies_and_extracts_without_clutter(
 
     assert root == cache / "NLM-MontgomeryCXRSet"
     assert (cache / "NLM-MontgomeryCXRSet.zip").is_file()
+    # an ordinary file's mode, not the 0600 of pooch's temporary download
+    mode = stat.S_IMODE((cache / "NLM-MontgomeryCXRSet.zip").stat().st_mode)
+    assert mode == default_file_mode()
     for member, pixels in images.items():
         decoded = read_image(root / member)
         assert decoded.shape == (32, 32)
@@ -353,7 +357,7 @@ def test_unsafe_zip_from_the_server_is_refused(server: LocalServer, tmp_path: Pa
         [("MontgomerySet/ok.txt", b"ok"), ("../evil.txt", b"evil")],
     )
     cache = tmp_path / "cache"
-    with pytest.raises(UnsafeArchiveError, match=r"'\.\./evil\.txt'"):
+    with pytest.raises(UnsafeArchiveError, match=r"'\.\./evil\.txt'.*deleted from the cache"):
         fetch(
             "montgomery",
             dest=cache,
@@ -361,7 +365,8 @@ def test_unsafe_zip_from_the_server_is_refused(server: LocalServer, tmp_path: Pa
             sha256=_sha256(zip_path),
             progress=False,
         )
-    assert [p.name for p in cache.iterdir()] == ["NLM-MontgomeryCXRSet.zip"]
+    # the refused archive is not kept: a later extraction would refuse it again
+    assert list(cache.iterdir()) == []
     assert not (tmp_path / "evil.txt").exists()
 
 

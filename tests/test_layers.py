@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrlib"
-SHARED = {"errors", "atomic", "paths", "precision", "runs", "stats"}
+SHARED = {"errors", "atomic", "paths", "precision", "runs", "stats", "lock"}
 #: Which top-level parts of cxrlib each part may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "shared": set(),

@@ -377,7 +377,7 @@ def test_dicom_bytes_file_meta_and_inversion(tmp_path, monochrome1):
     assert dicom_bytes(image, patient_id="X") == dicom_bytes(image, patient_id="X")
 
 
-def test_refuses_foreign_folder_but_replaces_previous_phantoms(tmp_path):
+def test_refuses_foreign_folder_and_other_phantoms_without_overwrite(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
@@ -389,12 +389,68 @@ def test_refuses_foreign_folder_but_replaces_previous_phantoms(tmp_path):
 
     previous = tmp_path / "previous"
     write_dataset(previous, n=8, size=48, layout="plain", n_jobs=1, progress=False)
-    m = write_dataset(previous, n=3, size=48, layout="plain", n_jobs=1, progress=False)
+    with pytest.raises(FileExistsError, match="other settings.*n_images: the folder has 8"):
+        write_dataset(previous, n=3, size=48, layout="plain", n_jobs=1, progress=False)
+    assert SynthManifest.load(previous).n_images == 8
+    m = write_dataset(
+        previous, n=3, size=48, layout="plain", n_jobs=1, progress=False, overwrite=True
+    )
+    assert m.action == "replaced"
     assert len(list((previous / "images").glob("*.png"))) == 3 == m.n_images
     # Nothing stale is left behind: the folder holds exactly the new files.
     on_disk = sorted(p.relative_to(previous).as_posix() for p in previous.rglob("*") if p.is_file())
     assert on_disk == m.files
     assert SynthManifest.load(previous).n_images == 3
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_same_settings_reuse_the_folder_and_missing_files_are_rewritten(tmp_path):
+    out = tmp_path / "ph"
+    first = write_dataset(out, n=5, size=48, seed=4, n_jobs=1, progress=False)
+    assert first.action == "written"
+    before = _mtimes(out)
+    again = write_dataset(out, n=5, size=48, seed=4, n_jobs=1, progress=False)
+    assert again.action == "reused" and again == first and _mtimes(out) == before
+    # other fractions are other phantoms, even with the same n, size and seed
+    with pytest.raises(FileExistsError, match="site or label split"):
+        write_dataset(out, n=5, size=48, seed=4, tb_fraction=0.0, n_jobs=1, progress=False)
+    (out / first.files[0]).unlink()
+    repaired = write_dataset(out, n=5, size=48, seed=4, n_jobs=1, progress=False)
+    assert repaired.action == "repaired"
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert on_disk == repaired.files
+
+
+def test_interrupted_write_is_recovered_without_overwrite(tmp_path, monkeypatch):
+    from cxrlib.synthetic import outdir, writers
+
+    out = tmp_path / "ph"
+    first = write_dataset(out, n=3, size=48, layout="plain", n_jobs=1, progress=False)
+    image = Path(next(f for f in first.files if f.startswith("images/") and f.endswith(".png")))
+    real = writers._write_chunk
+    calls: list[int] = []
+
+    def dies_on_the_second_chunk(args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        # a temporary file of an atomic write that was killed
+        (out / image.parent).mkdir(exist_ok=True)
+        (out / image.parent / f".{image.name}.abc123.part").write_bytes(b"half")
+        return real(args)
+
+    monkeypatch.setattr(writers, "_write_chunk", dies_on_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(out, n=6, size=48, layout="plain", n_jobs=1, progress=False, overwrite=True)
+    assert (out / outdir.PARTIAL_NAME).is_file() and not (out / MANIFEST_NAME).exists()
+    monkeypatch.setattr(writers, "_write_chunk", real)
+    m = write_dataset(out, n=2, size=48, layout="plain", n_jobs=1, progress=False)
+    assert m.action == "recovered"
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert on_disk == m.files
 
 
 @pytest.mark.parametrize(

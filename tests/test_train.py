@@ -14,7 +14,7 @@ import pytest
 
 from cxrlib.data.imageio import write_png
 from cxrlib.precision import precision_scope, resolve_precision
-from cxrlib.seg import results, train, train_config
+from cxrlib.seg import checkpoints, results, train, train_config
 from cxrlib.seg.train import RunDirError, train_segmentation
 from cxrlib.seg.train_config import TrainConfig
 
@@ -109,26 +109,32 @@ def test_config_round_trips_through_dict():
         TrainConfig.from_dict({**config.to_dict(), "colour": 1})
 
 
-def test_callbacks_include_backup_and_restore_in_the_run_folder(tmp_path):
-    timer = train._timing_callback()
-    callbacks = train._callbacks(tmp_path, TrainConfig(**TINY), False, timer)
+def test_callbacks_keep_the_training_state_in_the_run_folder(tmp_path):
+    timer = checkpoints.epoch_timer()
+    callbacks = train._callbacks(tmp_path, TrainConfig(**TINY), timer)
     kinds = {type(c).__name__: c for c in callbacks}
     for name in (
-        "BackupAndRestore",
-        "ModelCheckpoint",
+        "BackupCallback",
+        "BestWeights",
         "ReduceLROnPlateau",
         "EarlyStopping",
-        "TerminateOnNaN",
-        "CSVLogger",
+        "DivergenceGuard",
+        "HistoryLog",
     ):
         assert name in kinds, name
-    assert Path(kinds["BackupAndRestore"].backup_dir) == tmp_path / "backup"
+    assert Path(kinds["BackupCallback"].backup_dir) == tmp_path / "backup"
+    assert kinds["BestWeights"].path == tmp_path / "best.weights.h5"
+    assert kinds["HistoryLog"].path == tmp_path / "history.csv"
+    # the history row is written before the guard can stop the run, the backup last
+    names = [type(c).__name__ for c in callbacks]
+    assert names.index("HistoryLog") < names.index("DivergenceGuard") < names.index("BestWeights")
+    assert names[-1] == "BackupCallback"
 
 
 def test_cosine_schedule_replaces_reduce_on_plateau(tmp_path):
     config = TrainConfig(**{**TINY, "lr_schedule": "cosine", "epochs": 10})
-    kinds = [type(c).__name__ for c in train._callbacks(tmp_path, config, False, None)]
-    assert "ReduceLROnPlateau" not in kinds and "BackupAndRestore" in kinds
+    kinds = [type(c).__name__ for c in train._callbacks(tmp_path, config, None)]
+    assert "ReduceLROnPlateau" not in kinds and "BackupCallback" in kinds
     optimizer = train._optimizer(config, steps_per_epoch=5)
     schedule = optimizer._learning_rate  # the schedule object
     assert float(schedule(0)) == pytest.approx(1e-3)
@@ -194,6 +200,9 @@ def test_interrupted_run_resumes_from_backup(trained):
     assert result.trained and result.resumed
     assert list(result.history["epoch"]) == [0, 1]  # epoch 0 from before the interruption
     assert not (trained["run_dir"] / "backup").exists()  # deleted after success
+    assert result.timings["resumed_after_epoch"] == 1 and result.timings["epochs_this_call"] == 1
+    raw = pd.read_csv(trained["run_dir"] / "history.csv")
+    assert list(raw["epoch"]) == [0, 1]  # rewritten whole each epoch: no repeated rows
 
 
 def test_run_writes_every_file(trained):
@@ -210,6 +219,9 @@ def test_run_writes_every_file(trained):
     ):
         assert (run_dir / name).is_file(), name
     assert not list(run_dir.glob(".*part")) and not list(run_dir.glob(".model.*"))
+    # the checkpoint, the backup and the lock go when the run is done
+    assert not any((run_dir / n).exists() for n in ("best.weights.h5", "backup", "cxrlib.lock"))
+    assert not list(run_dir.glob(".*"))
     assert json.loads((run_dir / "key.json").read_text())["status"] == "done"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["img_size"] == 32 and config["resolved_filters"] == [16, 16, 32]

@@ -31,11 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrlib.errors import CxrlibError
+from cxrlib.book.profile import PHANTOM_KEYS, PROFILE_KEYS, BookBuildError, load_profile
 from cxrlib.runs import versions
 
 __all__ = [
     "BookBuildError",
+    "PHANTOM_KEYS",
+    "PROFILE_KEYS",
     "NotebookRun",
     "BOOK_PLAN",
     "find_project_root",
@@ -48,10 +50,6 @@ __all__ = [
     "execute_notebook",
     "build_book",
 ]
-
-
-class BookBuildError(CxrlibError):
-    """The book could not be built; the message names the notebook and cell."""
 
 
 @dataclass(frozen=True)
@@ -130,28 +128,6 @@ def find_project_root(start: Path | None = None) -> Path:
     )
 
 
-def load_profile(root: Path, profile: str) -> dict[str, Any]:
-    """Read ``book/params/<profile>.yml`` under ``root``.
-
-    Raises
-    ------
-    BookBuildError
-        When the profile file is missing (the message lists the available ones) or
-        is not a mapping.
-    """
-    import yaml
-
-    folder = root / "book" / "params"
-    path = folder / f"{profile}.yml"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.yml"))
-        raise BookBuildError(f"unknown profile {profile!r}: no {path}; known profiles: {known}")
-    content = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(content, dict):
-        raise BookBuildError(f"{path}: a profile must be a mapping, got {type(content).__name__}")
-    return content
-
-
 def notebook_parameters(path: Path) -> dict[str, Any]:
     """Return the names and literal values assigned in a notebook's ``parameters`` cell.
 
@@ -209,7 +185,17 @@ def validate_profile(root: Path, profile: Mapping[str, Any], plan: Iterable[Note
     """
     runs = {r.output: r for r in plan}
     per_notebook = profile.get("notebooks") or {}
+    if not isinstance(per_notebook, Mapping):
+        raise BookBuildError(
+            f"profile key 'notebooks' must be a mapping from notebook name to parameters, "
+            f"got {type(per_notebook).__name__}"
+        )
     for output, values in per_notebook.items():
+        if values is not None and not isinstance(values, Mapping):
+            raise BookBuildError(
+                f"profile key notebooks.{output} must be a mapping of parameters, got "
+                f"{type(values).__name__}"
+            )
         if output not in {r.output for r in BOOK_PLAN}:
             raise BookBuildError(f"profile names an unknown notebook {output!r}")
         if output not in runs:

@@ -4,7 +4,7 @@ Sub-commands
 ------------
 ``cxrlib synth OUT --n N --size S --seed K [--layout L] [--dicom]``
     write procedural chest X-ray phantoms in one of the real datasets' layouts.
-``cxrlib info DIR [--json]``
+``cxrlib info DIR [--json] [--check]``
     scan a dataset folder and report images, masks, pairing quirks and counts.
 ``cxrlib download NAME [--dest DIR] [--sha256 HASH] [--url URL]``
     fetch a public dataset with checksum verification and safe extraction.
@@ -51,19 +51,33 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     summary = manifest.to_dict()
     if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
+        print(json.dumps({**summary, "action": manifest.action}, indent=2, default=str))
+        return 0
+    shape = f"layout {manifest.layout}, {manifest.size}x{manifest.size}"
+    if manifest.action == "reused":
         print(
-            f"wrote {summary['n_images']} phantoms ({summary['n_masks']} mask files, layout "
-            f"{args.layout}, {args.size}x{args.size}) to {args.out} in {elapsed:.1f} s"
+            f"reused {summary['n_images']} phantoms ({shape}) in {args.out}: the folder already "
+            "holds them with these settings, nothing was rewritten (--overwrite rewrites them)"
         )
+        return 0
+    why = {
+        "replaced": " (replacing phantoms made with other settings)",
+        "recovered": " (replacing the files of an earlier synth that did not finish)",
+        "repaired": " (files of these phantoms were missing)",
+    }.get(manifest.action, "")
+    print(
+        f"wrote {summary['n_images']} phantoms ({summary['n_masks']} mask files, {shape}) "
+        f"to {args.out} in {elapsed:.1f} s{why}"
+    )
     return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from cxrlib.data.datasets import scan_dataset
 
-    scan = scan_dataset(args.directory, progress=not args.json and not args.quiet)
+    scan = scan_dataset(
+        args.directory, decode=args.check, progress=not args.json and not args.quiet
+    )
     if args.json:
         print(json.dumps(scan.report.to_dict(), indent=2, default=str))
     else:
@@ -130,13 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder layout to imitate (compilation)",
     )
     synth.add_argument("--dicom", action="store_true", help="write images as DICOM")
-    synth.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    synth.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace phantoms made with other settings (the same settings are reused), "
+        "or write into a non-empty folder",
+    )
     synth.add_argument("--json", action="store_true", help="print the manifest as JSON")
     synth.set_defaults(func=_cmd_synth)
 
     info = sub.add_parser("info", help="scan a dataset folder and report what it holds")
     info.add_argument("directory", type=Path, help="dataset folder (any layout, any depth)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument(
+        "--check",
+        action="store_true",
+        help="decode every image and mask (not only the headers): list the undecodable "
+        "ones as skipped and warn about all-zero masks",
+    )
     info.set_defaults(func=_cmd_info)
 
     download = sub.add_parser("download", help="download a public dataset ('list' lists)")
@@ -177,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cxrlib: interrupted", file=sys.stderr)
         return 130
     except user_errors() as error:
-        print(f"cxrlib {args.command}: error: {error}", file=sys.stderr)
+        from cxrlib.cli.args import user_text
+
+        print(f"cxrlib {args.command}: error: {user_text(str(error))}", file=sys.stderr)
         return 2
 
 

@@ -20,14 +20,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxrlib.cli.args import existing_folder, positive_int, show_progress
+from cxrlib.cli.args import (
+    existing_folder,
+    positive_int,
+    segmentation_model_file,
+    show_progress,
+    user_text,
+)
+from cxrlib.errors import CxrlibError
 from cxrlib.precision import PRECISION_CHOICES
 from cxrlib.seg.train_config import CPU_RECIPE_FILTERS, MODELS, RECIPES, TrainConfig, cpu_recipe
 from cxrlib.seg.train_config import recipe as named_recipe
 
 __all__ = ["register", "parse_filters"]
 
-_RECIPE = cpu_recipe("resunet")
+# The recipe's values for the help texts; its precision stays "auto" until training (resolving
+# it here would import the Keras backend for every command, `--help` included).
+_RECIPE = cpu_recipe("resunet", precision="float32")
 _ORIGINAL = "original"
 
 
@@ -68,6 +77,13 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     }
     if args.no_augment:
         overrides["augment"] = False
+    if args.min_learning_rate is not None:
+        overrides["min_learning_rate"] = args.min_learning_rate
+    elif args.learning_rate is not None:
+        floor = named_recipe(args.recipe, args.model).min_learning_rate
+        if args.learning_rate < floor:
+            # the recipe's floor would exceed the rate: decay to a hundredth of it instead
+            overrides["min_learning_rate"] = args.learning_rate / 100
     return named_recipe(args.recipe, args.model, **overrides)
 
 
@@ -107,12 +123,20 @@ def _cmd_train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+class SegmentError(CxrlibError):
+    """``cxrlib segment`` found nothing to segment (printed as one line, exit status 2)."""
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from cxrlib.seg.folder import segment_folder
 
+    model = segmentation_model_file(args.model)
+    images_dir = existing_folder(args.images_dir, "images folder")
+    if not any(images_dir.iterdir()):
+        raise SegmentError(f"no images in {images_dir}: the folder is empty")
     report = segment_folder(
-        args.model,
-        args.images_dir,
+        model,
+        images_dir,
         args.out_dir,
         batch_size=args.batch_size,
         postprocess=not args.no_postprocess,
@@ -120,7 +144,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         precision=args.precision,
         progress=show_progress(args),
     )
-    print(report.summary())
+    if report.n_images == 0:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in report.skipped[:3])
+        more = f"; and {len(report.skipped) - 3} more" if len(report.skipped) > 3 else ""
+        raise SegmentError(
+            f"no image in {images_dir} could be segmented ({len(report.skipped)} entries "
+            f"skipped: {reasons}{more})"
+        )
+    print(user_text(report.summary()))
     print(f"lung areas: {Path(args.out_dir) / 'lungs.csv'}")
     return 0
 
@@ -173,12 +204,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"initial Adam learning rate ({_RECIPE.learning_rate})",
     )
     train.add_argument(
+        "--min-learning-rate",
+        type=float,
+        default=None,
+        help=(
+            f"the rate the cosine decay ends at and the plateau schedule's floor "
+            f"({_RECIPE.min_learning_rate}; a hundredth of --learning-rate when that is lower)"
+        ),
+    )
+    train.add_argument(
         "--precision",
         choices=PRECISION_CHOICES,
         default=None,
         help=(
             "auto: mixed_float16 on a GPU, mixed_bfloat16 on CPUs with AVX512_BF16/AMX, "
-            f"float32 elsewhere (auto; here: {_RECIPE.precision})"
+            "float32 elsewhere (auto)"
         ),
     )
     train.add_argument("--seed", type=int, default=None, help=f"({_RECIPE.seed})")
@@ -216,10 +256,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Write a 0/255 lung mask PNG per image (at the image's resolution), an overlay "
             "in OUT_DIR/overlays/ and OUT_DIR/lungs.csv. Only files directly in IMAGES_DIR "
-            "are read; non-image and unreadable files are listed and skipped."
+            "are read; non-image and unreadable files are listed and skipped. MODEL may be a "
+            "cxrlib train-seg run folder. Exits with status 2 when no image could be "
+            "segmented."
         ),
     )
-    seg.add_argument("model", type=Path, metavar="MODEL", help="a .keras segmentation model")
+    seg.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL",
+        help="a .keras segmentation model, or a cxrlib train-seg run folder (its model.keras)",
+    )
     seg.add_argument("images_dir", type=Path, metavar="IMAGES_DIR", help="folder of images")
     seg.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder")
     seg.add_argument("--batch-size", type=positive_int, default=16, help="(16)")

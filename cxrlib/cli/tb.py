@@ -19,7 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from cxrlib.cli.args import existing_folder, positive_int, show_progress
+from cxrlib.cli.args import (
+    existing_folder,
+    positive_int,
+    segmentation_model_file,
+    show_progress,
+    user_text,
+)
 
 __all__ = ["register", "parse_names"]
 
@@ -71,7 +77,7 @@ def _print_result(result) -> None:
     if result.skipped:
         print(f"left out {len(result.skipped)} radiograph(s):")
         for path, reason in result.skipped:
-            print(f"  {path}: {reason}")
+            print(f"  {path}: {user_text(reason)}")
     total = result.timings.get("total_seconds")
     if total is not None:
         print(f"total time {total / 60:.1f} min")
@@ -82,6 +88,9 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
     from cxrlib.tb.train import train_tb
 
     data_dir = existing_folder(args.data_dir)
+    seg_model = None
+    if args.seg_model is not None:
+        seg_model = segmentation_model_file(args.seg_model, "--seg-model")
     config = TBConfig(
         features=args.features,
         classifier=args.classifier,
@@ -95,7 +104,7 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
         data_dir,
         args.out,
         config,
-        seg_model=args.seg_model,
+        seg_model=seg_model,
         overwrite=args.overwrite,
         progress=show_progress(args),
     )
@@ -109,7 +118,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from cxrlib.tb.classify import classify
 
     report = classify(args.run_dir, args.images_dir, args.out, progress=show_progress(args))
-    print(report.summary())
+    print(user_text(report.summary()))
     return 0
 
 

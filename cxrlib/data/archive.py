@@ -58,16 +58,24 @@ class UnsafeArchiveError(ArchiveError):
         The archive path.
     members
         The offending member names (the first one is named in the message).
+    reasons
+        ``(member, reason)`` of every offending member.
     """
 
-    def __init__(self, archive: PathLike, members: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        archive: PathLike,
+        members: Sequence[tuple[str, str]],
+        outcome: str = "nothing was extracted",
+    ) -> None:
         self.archive = Path(archive)
+        self.reasons = [(name, reason) for name, reason in members]
         self.members = [name for name, _ in members]
         first, reason = members[0]
         more = f" (and {len(members) - 1} more unsafe member(s))" if len(members) > 1 else ""
         super().__init__(
             f"{self.archive}: refusing to extract unsafe member {first!r}: {reason}{more}; "
-            "nothing was extracted"
+            f"{outcome}"
         )
 
 

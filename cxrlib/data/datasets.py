@@ -49,7 +49,7 @@ from cxrlib.data.scan import (
     _LABEL_NAMES,
     DuplicateFile,
     SkippedFile,
-    _check_headers,
+    _check_files,
     _choose_mask,
     _classify,
     _dedupe_images,
@@ -133,6 +133,10 @@ class ScanReport:
         Second copies of radiographs already in the table.
     incomplete_masks
         Ids of Montgomery radiographs with only one of the two lung masks.
+    empty_masks
+        Paths of mask files without a single lung pixel (all zero as
+        :func:`cxrlib.data.imageio.read_mask` reads them). They are still paired; a
+        warning is logged. Found only when pixels are decoded (``decode=True``).
     by_site
         Radiographs per site and label: ``{"shenzhen": {"normal": 3, "tb": 2}}``
         (an ``"unknown"`` label key only when some labels are unknown).
@@ -142,6 +146,8 @@ class ScanReport:
         Number of files looked at.
     checked_images
         Whether image headers were opened (``check_images=True``).
+    decoded
+        Whether every image and mask was decoded (``decode=True``), not only its header.
     """
 
     root: str
@@ -154,10 +160,12 @@ class ScanReport:
     skipped: list[SkippedFile] = field(default_factory=list)
     duplicates: list[DuplicateFile] = field(default_factory=list)
     incomplete_masks: list[str] = field(default_factory=list)
+    empty_masks: list[str] = field(default_factory=list)
     by_site: dict[str, dict[str, int]] = field(default_factory=dict)
     layouts: list[str] = field(default_factory=list)
     files_seen: int = 0
     checked_images: bool = True
+    decoded: bool = False
 
     def _rel(self, path: str) -> str:
         return Path(os.path.relpath(path, self.root)).as_posix()
@@ -174,9 +182,10 @@ class ScanReport:
         dict
             ``root``; counts (ints) ``images``, ``masks``, ``readings``,
             ``images_without_mask``, ``masks_without_image``, ``renamed_masks``,
-            ``skipped``, ``duplicates``, ``incomplete_masks``; ``by_site``;
-            ``layouts``; ``skipped_by_kind``; and ``details`` with the lists
-            (paths relative to ``root``, skipped as ``{"path", "reason"}``).
+            ``skipped``, ``duplicates``, ``incomplete_masks``, ``empty_masks``;
+            ``by_site``; ``layouts``; ``skipped_by_kind``; ``checked_images`` and
+            ``decoded`` (bools); and ``details`` with the lists (paths relative to
+            ``root``, skipped as ``{"path", "reason"}``).
         """
         return {
             "root": self.root,
@@ -189,9 +198,12 @@ class ScanReport:
             "skipped": len(self.skipped),
             "duplicates": len(self.duplicates),
             "incomplete_masks": len(self.incomplete_masks),
+            "empty_masks": len(self.empty_masks),
             "by_site": {site: dict(counts) for site, counts in self.by_site.items()},
             "layouts": list(self.layouts),
             "skipped_by_kind": self.skipped_by_kind(),
+            "checked_images": self.checked_images,
+            "decoded": self.decoded,
             "details": {
                 "images_without_mask": list(self.images_without_mask),
                 "masks_without_image": [self._rel(p) for p in self.masks_without_image],
@@ -209,6 +221,7 @@ class ScanReport:
                     for item in self.duplicates
                 ],
                 "incomplete_masks": list(self.incomplete_masks),
+                "empty_masks": [self._rel(p) for p in self.empty_masks],
             },
         }
 
@@ -239,14 +252,30 @@ class ScanReport:
             lines.append(
                 f"duplicates: {len(self.duplicates)} second copies of a radiograph (not used)"
             )
+        if self.empty_masks:
+            lines.append(
+                f"empty masks: {len(self.empty_masks)} mask files without a lung pixel "
+                "(all zero; paired anyway)"
+            )
+            lines += [f"    {self._rel(path)}" for path in self.empty_masks[:examples]]
         if not self.checked_images:
             lines.append("image headers: not checked (check_images=False)")
-        lines.append(f"skipped: {len(self.skipped)} of {self.files_seen} files")
+        elif self.decoded:
+            lines.append("pixels: every image and mask decoded")
+        else:
+            lines.append("pixels: not decoded (headers only; decode=True or info --check)")
+        folders = sum(1 for item in self.skipped if item.kind in FOLDER_KINDS)
+        line = f"skipped: {len(self.skipped) - folders} of {self.files_seen} files"
+        lines.append(line + (f" and {folders} folder(s)" if folders else ""))
         for kind, count in self.skipped_by_kind().items():
             lines.append(f"  {count} {kind}")
             for item in [s for s in self.skipped if s.kind == kind][:examples]:
                 lines.append(f"    {self._rel(item.path)}: {item.reason}")
         return "\n".join(lines)
+
+
+#: Kinds of skipped entries that are folders, not files (counted apart in the summary).
+FOLDER_KINDS = frozenset({"unreadable folder", "linked folder"})
 
 
 class DatasetScan(NamedTuple):
@@ -352,7 +381,11 @@ def _resolve_root(root: str | os.PathLike[str]) -> Path:
 
 
 def scan_dataset(
-    root: str | os.PathLike[str], *, check_images: bool = True, progress: bool = False
+    root: str | os.PathLike[str],
+    *,
+    check_images: bool = True,
+    decode: bool = False,
+    progress: bool = False,
 ) -> DatasetScan:
     """Scan a dataset folder into a table with a row per radiograph.
 
@@ -364,9 +397,19 @@ def scan_dataset(
         Open every image's and mask's header (Pillow, or pydicom with
         ``stop_before_pixels``) without decoding pixels: unreadable files are
         skipped and masks whose size differs from their image are left out.
-        With False no file is opened and sizes are not compared.
+        With False no image is opened and sizes are not compared. Either way a file
+        without an image suffix is read up to its 132nd byte, to recognise DICOM
+        files without a ``.dcm`` suffix by their ``DICM`` marker.
+    decode
+        Decode every image and mask too, as :func:`cxrlib.data.imageio.read_image` and
+        :func:`~cxrlib.data.imageio.read_mask` read them (in threads): files whose
+        headers are fine but whose pixel data is damaged are skipped ("unreadable
+        image"/"unreadable mask"), and masks without a lung pixel are listed in
+        :attr:`ScanReport.empty_masks` (and logged as a warning). Slower than the
+        header check; needs ``check_images=True``. Images over the size limit of
+        :mod:`cxrlib.data.imageio` are skipped in both modes.
     progress
-        Show a tqdm progress bar while checking headers.
+        Show a tqdm progress bar while checking headers or decoding.
 
     Returns
     -------
@@ -382,6 +425,8 @@ def scan_dataset(
     ------
     DatasetError
         If ``root`` does not exist, is not a folder, or holds no usable radiograph.
+    ValueError
+        If ``decode`` is true but ``check_images`` is false.
     """
     root_path = _resolve_root(root)
     scan = _Scan(root=root_path)
@@ -389,10 +434,14 @@ def scan_dataset(
     scan.files_seen = len(files)
     for path in files:
         _classify(scan, path, children)
+    if decode and not check_images:
+        raise ValueError("scan_dataset: decode=True needs check_images=True")
     if check_images:
-        _check_headers(scan, progress)
+        _check_files(scan, progress, decode=decode)
 
-    report = ScanReport(root=str(root_path), files_seen=len(files), checked_images=check_images)
+    report = ScanReport(
+        root=str(root_path), files_seen=len(files), checked_images=check_images, decoded=decode
+    )
     images, report.duplicates = _dedupe_images(scan.images)
     if not images:
         raise _no_radiographs(root_path, scan)
@@ -430,6 +479,14 @@ def scan_dataset(
     report.renamed_masks.sort()
     report.masks_without_image = sorted(scan.masks_without_image)
     report.incomplete_masks = list(scan.incomplete_masks)
+    report.empty_masks = sorted(scan.empty_masks)
+    if report.empty_masks:
+        logger.warning(
+            "%d mask files under %s have no lung pixel (all zero), e.g. %s",
+            len(report.empty_masks),
+            root_path,
+            report.empty_masks[0],
+        )
     report.skipped = sorted(scan.skipped, key=lambda item: item.path)
     report.by_site = _by_site(rows)
     report.layouts = [name for name in LAYOUTS if name in layouts]

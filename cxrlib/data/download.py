@@ -19,9 +19,10 @@ Rules that keep the cache trustworthy:
   file is left behind under the archive's name;
 * a file already in the cache with the right checksum is not downloaded again;
 * extraction refuses absolute paths, ``..`` components, drive letters and links
-  (:class:`UnsafeArchiveError`), skips clutter such as ``__MACOSX/`` and
-  ``Thumbs.db``, and is atomic: it unpacks into a hidden temporary folder and
-  renames it into place only when complete.
+  (:class:`UnsafeArchiveError`; :func:`fetch` then deletes the refused archive from the
+  cache), skips clutter such as ``__MACOSX/`` and ``Thumbs.db``, and is atomic: it
+  unpacks into a hidden temporary folder and renames it into place only when complete;
+* a downloaded archive gets an ordinary file's mode (``0o666`` less the umask).
 
 Extraction lives in :mod:`cxrlib.data.archive` (its names are re-exported here).
 Command line: ``cxrlib download list`` and
@@ -35,6 +36,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ from typing import Any
 import pooch
 from pooch.downloaders import choose_downloader
 
+from cxrlib.atomic import default_file_mode
 from cxrlib.data.archive import (
     EXTRACT_MARKER,
     ArchiveError,
@@ -457,6 +460,27 @@ def fetch(
     folder = data_dir(dest)
     _warn_if_low_on_space(entry, folder, extract)
     archive = _download(entry, source, expected, folder, progress)
+    _make_readable(archive)
     if extract and archive.suffix.lower() == ".zip":
-        return safe_extract(archive, folder, progress=progress)
+        try:
+            return safe_extract(archive, folder, progress=progress)
+        except UnsafeArchiveError as error:
+            # The bytes are the ones the checksum names, so the source itself is unsafe:
+            # keeping the archive would only offer it again to the next extraction.
+            archive.unlink(missing_ok=True)
+            raise UnsafeArchiveError(
+                archive,
+                error.reasons,
+                "nothing was extracted and the archive was deleted from the cache (its "
+                "checksum matched, so the file itself is unsafe: get it from another source)",
+            ) from None
     return archive
+
+
+def _make_readable(path: Path) -> None:
+    """Give a downloaded file an ordinary file's mode (pooch leaves ``mkstemp``'s 0600)."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) == 0o600:
+            path.chmod(default_file_mode())
+    except OSError as error:  # a read-only cache, someone else's file: keep it as it is
+        logger.debug("cannot change the mode of %s: %s", path, error)

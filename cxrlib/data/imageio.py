@@ -6,9 +6,26 @@ Every reader returns plain numpy arrays:
 * masks: ``bool`` of shape ``(H, W)``.
 
 PNG and JPEG (8- or 16-bit, grayscale, RGB or RGBA) are decoded with Pillow;
-DICOM with pydicom (MONOCHROME1 inverted, rescale slope/intercept, VOI LUT or
-window applied). Any failure raises :class:`ImageReadError`, whose message names
-the file and what is wrong with it.
+DICOM with pydicom (modality LUT, then VOI LUT or window, then MONOCHROME1
+inversion: see :func:`read_dicom`). Any failure raises :class:`ImageReadError`,
+whose message names the file and what is wrong with it.
+
+Image size limit
+----------------
+A small file can declare a huge image (a "decompression bomb": a 400 KB PNG of
+20000 x 20000 pixels would decode to 400 million pixels). The readers refuse any
+image with more pixels than a limit, before decoding it, with an
+:class:`ImageReadError` that names the file and the limit, so that folder runners
+skip the file like any other unreadable one. The limit is, in order of precedence:
+
+1. the ``max_pixels`` argument of :func:`read_image`, :func:`read_mask`,
+   :func:`read_dicom` and :func:`image_size`;
+2. the environment variable ``CXRLIB_MAX_PIXELS`` (:data:`MAX_PIXELS_ENV`);
+3. :data:`MAX_PIXELS`, 89,478,485 pixels (Pillow's own default, about
+   9459 x 9459; a large 4000 x 5000 radiograph has 20 million).
+
+``0`` means no limit. A limit above Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``)
+raises that guard to the limit for the rest of the process; it is never lowered.
 
 Writers are atomic: they write to a temporary file in the same folder and rename
 it into place, so an interrupted write never leaves a half-written file.
@@ -17,6 +34,7 @@ it into place, so an interrupted write never leaves a half-written file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,12 +42,25 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxrlib.atomic import atomic_write_bytes
+from cxrlib.data.imagecore import (
+    MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    ImageReadError,
+    PathLike,
+    check_pixels,
+    max_pixels_limit,
+    too_large_error,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "DICOM_SUFFIXES",
+    "MAX_PIXELS",
+    "MAX_PIXELS_ENV",
     "ImageReadError",
     "is_image_file",
+    "max_pixels_limit",
+    "image_size",
     "read_image",
     "read_mask",
     "read_dicom",
@@ -42,28 +73,48 @@ __all__ = [
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 #: File suffixes read as DICOM (lower case).
 DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom"})
-
-PathLike = str | os.PathLike[str]
 MaskSource = PathLike | Sequence[PathLike]
 
-
-class ImageReadError(ValueError):
-    """An image or mask file could not be read; the message names the file."""
-
-    def __init__(self, path: PathLike, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):
-        # Rebuild from (path, reason) so the error survives a trip through a process pool.
-        return (type(self), (str(self.path), self.reason))
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 
 
-def is_image_file(path: PathLike) -> bool:
-    """Return True when ``path`` has a raster-image or DICOM suffix."""
+def is_image_file(path: PathLike, *, sniff: bool = False) -> bool:
+    """Return True when ``path`` has a raster-image or DICOM suffix.
+
+    Parameters
+    ----------
+    path
+        A file path (it need not exist unless ``sniff`` is true).
+    sniff
+        Also return True for a file with any other suffix (or none) that starts with
+        the DICOM preamble and ``DICM`` marker (reads its first 132 bytes).
+    """
     suffix = Path(path).suffix.lower()
-    return suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES
+    if suffix in IMAGE_SUFFIXES or suffix in DICOM_SUFFIXES:
+        return True
+    return sniff and _has_dicom_preamble(Path(path))
+
+
+def _open_pil(path: Path, limit: int | None) -> Image.Image:
+    """Open (not decode) an image with Pillow, refusing one over ``limit`` pixels."""
+    guard = Image.MAX_IMAGE_PIXELS
+    if guard is not None and (limit is None or limit > guard):
+        Image.MAX_IMAGE_PIXELS = limit  # let our own limit decide (never lowered)
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        if limit is None:  # Pillow's guard was lowered again after we raised it
+            raise ImageReadError(path, f"image too large for Pillow ({error})") from error
+        size = f"{int(found[1]):,} pixels" if found else "too many pixels"
+        raise too_large_error(path, size, limit) from error
+    try:
+        width, height = image.size
+        check_pixels(path, width, height, 1, limit)  # only the first frame is read
+    except BaseException:
+        image.close()
+        raise
+    return image
 
 
 def _pil_to_float(image: Image.Image, path: PathLike) -> np.ndarray:
@@ -91,7 +142,67 @@ def _pil_to_float(image: Image.Image, path: PathLike) -> np.ndarray:
     raise ImageReadError(path, f"unsupported image mode {mode!r}")
 
 
-def read_image(path: PathLike) -> np.ndarray:
+def _existing(path: PathLike) -> Path:
+    """Return ``path`` as a Path; raise when it is missing or empty."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "file is empty (0 bytes)")
+    return path
+
+
+def _is_dicom(path: Path) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path)
+
+
+def image_size(path: PathLike, *, max_pixels: int | None = None) -> tuple[int, int]:
+    """Return an image's ``(width, height)`` from its header, without decoding pixels.
+
+    Parameters
+    ----------
+    path
+        A raster image or a DICOM file (read with ``stop_before_pixels``).
+    max_pixels
+        Size limit in pixels (see the module docstring; None: the default, 0: none).
+
+    Returns
+    -------
+    tuple of int
+        ``(width, height)``.
+
+    Raises
+    ------
+    ImageReadError
+        If the file is missing, empty, not an image, a PNG without its ``IEND`` chunk
+        (truncated), or an image over the size limit.
+    """
+    path = _existing(path)
+    limit = max_pixels_limit(max_pixels)
+    if _is_dicom(path):
+        width, height, _ = _dicom_header(path, limit)
+        return width, height
+    try:
+        with _open_pil(path, limit) as image:
+            width, height = image.size
+            image_format = image.format
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageReadError(path, "not a readable image (Pillow cannot identify it)") from error
+    except _READ_ERRORS as error:
+        raise ImageReadError(path, f"not a readable image ({error})") from error
+    if image_format == "PNG":
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 64))
+            if b"IEND" not in handle.read():
+                raise ImageReadError(path, "truncated PNG (no IEND chunk at the end)")
+    if width <= 0 or height <= 0:
+        raise ImageReadError(path, f"image has no pixels ({width}x{height})")
+    return width, height
+
+
+def read_image(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read a radiograph as a gray float image.
 
     Parameters
@@ -99,6 +210,9 @@ def read_image(path: PathLike) -> np.ndarray:
     path
         A PNG/JPEG/TIFF/BMP file, or a DICOM file (``.dcm``/``.dicom`` suffix, or
         any file that starts with the DICOM preamble).
+    max_pixels
+        Size limit in pixels, checked before decoding (see the module docstring;
+        None: ``$CXRLIB_MAX_PIXELS`` or :data:`MAX_PIXELS`; 0: no limit).
 
     Returns
     -------
@@ -108,29 +222,31 @@ def read_image(path: PathLike) -> np.ndarray:
     Raises
     ------
     ImageReadError
-        If the file is missing, empty, truncated, corrupt or not an image.
+        If the file is missing, empty, truncated, corrupt, not an image, or larger
+        than the size limit.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "file does not exist")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "file is empty (0 bytes)")
-    if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
-        return read_dicom(path)
+    path = _existing(path)
+    limit = max_pixels_limit(max_pixels)
+    if _is_dicom(path):
+        return read_dicom(path, max_pixels=limit or 0)
     try:
-        with Image.open(path) as image:
+        with _open_pil(path, limit) as image:
             image.load()
             array = _pil_to_float(image, path)
     except ImageReadError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except MemoryError as error:
+        raise ImageReadError(path, "not enough memory to decode the image") from error
+    except _READ_ERRORS as error:
         raise ImageReadError(path, f"not a readable image ({error})") from error
     if array.ndim != 2 or min(array.shape) == 0:
         raise ImageReadError(path, f"expected a 2-D image, got shape {array.shape}")
     return array
 
 
-def read_mask(source: MaskSource, threshold: float = 0.5) -> np.ndarray:
+def read_mask(
+    source: MaskSource, threshold: float = 0.5, *, max_pixels: int | None = None
+) -> np.ndarray:
     """Read a lung mask as a boolean array.
 
     Parameters
@@ -141,6 +257,8 @@ def read_mask(source: MaskSource, threshold: float = 0.5) -> np.ndarray:
     threshold
         Pixels brighter than ``threshold`` (in ``[0, 1]``) are lung. The default
         binarizes anti-aliased 0/255 masks at 127.5.
+    max_pixels
+        Size limit in pixels, as for :func:`read_image`.
 
     Returns
     -------
@@ -152,7 +270,7 @@ def read_mask(source: MaskSource, threshold: float = 0.5) -> np.ndarray:
         raise ValueError("read_mask needs at least one mask file")
     merged: np.ndarray | None = None
     for part in parts:
-        mask = read_image(part) > threshold
+        mask = read_image(part, max_pixels=max_pixels) > threshold
         if merged is None:
             merged = mask
         elif mask.shape != merged.shape:
@@ -165,6 +283,9 @@ def read_mask(source: MaskSource, threshold: float = 0.5) -> np.ndarray:
     return merged
 
 
+# --------------------------------------------------------------------------- DICOM
+
+
 def _has_dicom_preamble(path: Path) -> bool:
     """Return True if the file carries the 128-byte preamble + ``DICM`` marker."""
     try:
@@ -175,66 +296,34 @@ def _has_dicom_preamble(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_dicom(path: PathLike) -> np.ndarray:
+def _dicom_header(path: Path, limit: int | None) -> tuple[int, int, int]:
+    from cxrlib.data.dicomio import dicom_extent
+
+    return dicom_extent(path, limit)
+
+
+def read_dicom(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Read a DICOM radiograph as a gray float image.
 
-    Applies, in order: rescale slope/intercept (modality LUT), the VOI LUT or
-    window centre/width when present, MONOCHROME1 inversion, then scales to
-    ``[0, 1]`` using the stored bit depth (or the window range).
+    The modality LUT, then the VOI LUT or window (onto ``[0, 1]``, without stretching
+    to the image's own range), then MONOCHROME1 inversion; see
+    :func:`cxrlib.data.dicomio.read_dicom` for the details.
 
     Parameters
     ----------
     path
         A DICOM file.
+    max_pixels
+        Size limit (Rows x Columns x frames), checked before the pixel data is decoded.
 
     Returns
     -------
     numpy.ndarray
         ``float32`` array of shape ``(H, W)`` with values in ``[0, 1]``.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from cxrlib.data import dicomio
 
-    path = Path(path)
-    try:
-        dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as error:
-        raise ImageReadError(path, f"not a readable DICOM file ({error})") from error
-    if "PixelData" not in dataset:
-        raise ImageReadError(path, "DICOM file has no pixel data (no PixelData element)")
-    try:
-        raw = dataset.pixel_array
-    except Exception as error:  # pydicom raises many types for bad pixel data
-        raise ImageReadError(path, f"DICOM pixel data cannot be decoded ({error})") from error
-    if raw.ndim == 3 and raw.shape[-1] in (3, 4):
-        raw = raw[..., :3].mean(axis=-1)
-    if raw.ndim != 2:
-        raise ImageReadError(path, f"expected a single 2-D frame, got shape {raw.shape}")
-    values = apply_modality_lut(raw, dataset).astype(np.float64)
-    has_voi = "VOILUTSequence" in dataset or "WindowCenter" in dataset
-    if has_voi:
-        values = apply_voi_lut(values, dataset).astype(np.float64)
-        lo, hi = float(values.min()), float(values.max())
-    else:
-        bits = int(getattr(dataset, "BitsStored", 0) or 0)
-        slope = float(getattr(dataset, "RescaleSlope", 1) or 1)
-        intercept = float(getattr(dataset, "RescaleIntercept", 0) or 0)
-        signed = int(getattr(dataset, "PixelRepresentation", 0) or 0) == 1
-        if bits:
-            raw_lo = -(2 ** (bits - 1)) if signed else 0
-            raw_hi = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
-            ends = sorted((raw_lo * slope + intercept, raw_hi * slope + intercept))
-            lo, hi = ends
-        else:
-            lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        scaled = np.zeros(values.shape, np.float32)
-    else:
-        scaled = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-    if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        scaled = 1.0 - scaled
-    return scaled
+    return dicomio.read_dicom(path, max_pixels=max_pixels)
 
 
 def _to_uint(image: np.ndarray, bits: int) -> np.ndarray:

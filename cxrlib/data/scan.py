@@ -2,9 +2,11 @@
 
 The machinery behind :func:`cxrlib.data.datasets.scan_dataset` (which documents the
 layouts it recognises): :func:`_walk` lists the files, :func:`_classify` sorts each into
-an image, a mask, a clinical reading or a :class:`SkippedFile`, :func:`_check_headers`
-reads image sizes without decoding pixels, and the pairing functions attach masks and
-readings to their radiograph **by name** (never by order), recording every file left out.
+an image, a mask, a clinical reading or a :class:`SkippedFile` (a file without an image
+suffix counts as an image when it starts with the DICOM preamble), :func:`_check_files`
+reads image sizes from the headers or decodes every image and mask, and the pairing
+functions attach masks and readings to their radiograph **by name** (never by order),
+recording every file left out.
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ from __future__ import annotations
 import filecmp
 import os
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from cxrlib.data.imageio import DICOM_SUFFIXES, is_image_file
+from cxrlib.data.imageio import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    image_size,
+    is_image_file,
+    max_pixels_limit,
+    read_image,
+    read_mask,
+)
 from cxrlib.data.naming import ParsedName, parse_generic_name, parse_name
 from cxrlib.data.readings import ReadingError, read_reading_file
 
@@ -129,6 +140,7 @@ class _Scan:
     files_seen: int = 0
     masks_without_image: list[str] = field(default_factory=list)
     incomplete_masks: list[str] = field(default_factory=list)  # ids, first-seen order
+    empty_masks: list[str] = field(default_factory=list)  # decoded masks without lung pixels
 
     def skip(self, path: Path | str, kind: str, reason: str) -> None:
         self.skipped.append(SkippedFile(str(path), reason, kind))
@@ -198,12 +210,15 @@ def _classify(scan: _Scan, path: Path, children: dict[Path, frozenset[str]]) -> 
         name = parse_name(path) or parse_generic_name(path)
         scan.texts.append(_Named(file, name))
         return
-    if not is_image_file(path):
+    if not is_image_file(path, sniff=True):
         suffix = path.suffix or "no suffix"
         scan.skip(path, "not an image", f"not an image or clinical reading ({suffix})")
         return
-    strict_name = parse_name(path)
-    is_mask = bool(_MASK_FOLDERS.intersection(dirs)) or path.stem.lower().endswith("_mask")
+    known_suffix = path.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES
+    # A DICOM file named "1.2.840.5" or "IM0001": its whole name is the stem.
+    name_of = path if known_suffix else path.with_name(path.name + ".dcm")
+    strict_name = parse_name(name_of)
+    is_mask = bool(_MASK_FOLDERS.intersection(dirs)) or name_of.stem.lower().endswith("_mask")
     role = "mask" if is_mask else "image"
     if strict_name is None and file.strict:
         scan.skip(
@@ -213,7 +228,7 @@ def _classify(scan: _Scan, path: Path, children: dict[Path, frozenset[str]]) -> 
             f"(expected {_STRICT_PATTERNS})",
         )
         return
-    name = strict_name or parse_generic_name(path)
+    name = strict_name or parse_generic_name(name_of)
     if not is_mask:
         scan.images.append(_Named(file, name))
         return
@@ -227,66 +242,69 @@ def _classify(scan: _Scan, path: Path, children: dict[Path, frozenset[str]]) -> 
         scan.masks.append(_Named(file, name, _SIDE_FOLDERS[dirs[side_index]], group))
 
 
-# --------------------------------------------------------------------------- headers
+# --------------------------------------------------------------------------- headers, pixels
+
+#: Threads that decode images when a scan decodes pixels (Pillow and zlib release the GIL).
+_DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
-def _has_dicom_preamble(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:132] == b"DICM"
+def _decoded_size(path: Path, role: str, limit: int) -> tuple[tuple[int, int], bool]:
+    """Decode a file as the pipeline reads it: ``((width, height), mask is empty)``."""
+    image_size(path, max_pixels=limit)  # the header checks too (size limit, truncated PNG)
+    if role == "mask":
+        mask = read_mask(path, max_pixels=limit)
+        return (mask.shape[1], mask.shape[0]), not bool(mask.any())
+    image = read_image(path, max_pixels=limit)
+    return (image.shape[1], image.shape[0]), False
 
 
-def _dicom_size(path: Path) -> tuple[int, int]:
-    import pydicom
-
+def _check_one(
+    role: str, path: Path, decode: bool, limit: int
+) -> tuple[tuple[int, int], bool] | str:
+    """The size (and emptiness) of one file, or the reason it cannot be read."""
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as error:  # pydicom raises many types for damaged files
-        raise ValueError(f"not a readable DICOM file ({error})") from error
-    rows, columns = dataset.get("Rows"), dataset.get("Columns")
-    if not rows or not columns:
-        raise ValueError("DICOM header has no image size (Rows/Columns)")
-    return int(columns), int(rows)
+        if decode:
+            return _decoded_size(path, role, limit)
+        return image_size(path, max_pixels=limit), False
+    except ImageReadError as error:
+        return error.reason
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as error:
+        return str(error) or type(error).__name__
 
 
-def _header_size(path: Path) -> tuple[int, int]:
-    """Return ``(width, height)`` from the file header without decoding pixels.
+def _check_files(scan: _Scan, progress: bool, decode: bool = False) -> None:
+    """Read the size of every image and mask; drop the unreadable ones into skipped.
 
-    Raises
-    ------
-    ValueError or OSError
-        With a short reason when the file is empty, truncated or not an image.
+    With ``decode`` every file is decoded (in threads) as :func:`read_image` and
+    :func:`read_mask` read it, and masks without a lung pixel are listed in
+    ``scan.empty_masks``; otherwise only the headers are read.
     """
-    if path.stat().st_size == 0:
-        raise ValueError("file is empty (0 bytes)")
-    if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
-        return _dicom_size(path)
-    with Image.open(path) as image:
-        width, height = image.size
-        image_format = image.format
-    if image_format == "PNG":
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - 64))
-            if b"IEND" not in handle.read():
-                raise ValueError("truncated PNG (no IEND chunk at the end)")
-    if width <= 0 or height <= 0:
-        raise ValueError(f"image has no pixels ({width}x{height})")
-    return width, height
-
-
-def _check_headers(scan: _Scan, progress: bool) -> None:
-    """Read the size of every image and mask; drop the unreadable ones into skipped."""
     items = [("image", item) for item in scan.images] + [("mask", item) for item in scan.masks]
+    desc = "decoding images" if decode else "checking images"
+    limit = max_pixels_limit() or 0  # once: a bad $CXRLIB_MAX_PIXELS stops the scan
+
+    def check(entry: tuple[str, _Named]) -> tuple[tuple[int, int], bool] | str:
+        return _check_one(entry[0], entry[1].file.path, decode, limit)
+
+    with ThreadPoolExecutor(_DECODE_THREADS if decode else 1) as pool:
+        results = list(
+            tqdm(
+                pool.map(check, items),
+                desc=desc,
+                total=len(items),
+                unit="file",
+                disable=not progress,
+            )
+        )
     bad: set[int] = set()
-    for role, item in tqdm(items, desc="checking images", unit="file", disable=not progress):
-        try:
-            item.file.size = _header_size(item.file.path)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-            reason = str(error) or type(error).__name__
-            if isinstance(error, UnidentifiedImageError):
-                reason = "not a readable image (Pillow cannot identify it)"
-            scan.skip(item.path, f"unreadable {role}", f"unreadable {role}: {reason}")
+    for (role, item), result in zip(items, results, strict=True):
+        if isinstance(result, str):
+            scan.skip(item.path, f"unreadable {role}", f"unreadable {role}: {result}")
             bad.add(id(item))
+            continue
+        item.file.size, empty = result
+        if empty:
+            scan.empty_masks.append(item.path)
     scan.images = [item for item in scan.images if id(item) not in bad]
     scan.masks = [item for item in scan.masks if id(item) not in bad]
 

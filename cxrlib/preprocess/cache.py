@@ -151,6 +151,41 @@ def load_entry(
     return arrays
 
 
+#: A temporary entry folder untouched for this long belongs to a killed writer.
+ABANDONED_AFTER_SECONDS = 24 * 3600
+
+
+def remove_abandoned_writes(
+    cache_dir: Path, older_than: float = ABANDONED_AFTER_SECONDS
+) -> list[Path]:
+    """Delete temporary entry folders that a killed writer left (older than ``older_than`` s).
+
+    A writer that is killed (SIGKILL, power loss) cannot remove its ``.tmp-*`` folder; the
+    entry it was building is simply missing and is rebuilt by the next load. Such folders
+    are removed once they are older than a day, so that a writer still busy (possibly on
+    another machine sharing the cache) is never disturbed.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders removed.
+    """
+    removed = []
+    now = time.time()
+    for child in Path(cache_dir).iterdir() if Path(cache_dir).is_dir() else ():
+        if child.is_dir() and child.name.startswith(_TMP_PREFIX):
+            try:
+                age = now - child.stat().st_mtime
+            except OSError:
+                continue
+            if age > older_than:
+                shutil.rmtree(child, ignore_errors=True)
+                removed.append(child)
+    if removed:
+        logger.warning("removed %d abandoned cache write(s) in %s", len(removed), cache_dir)
+    return removed
+
+
 @contextmanager
 def entry_writer(cache_dir: Path, key: str, meta: Mapping[str, Any]) -> Iterator[Path]:
     """Build entry ``key`` in a temporary folder; publish it when the block succeeds.
@@ -174,6 +209,7 @@ def entry_writer(cache_dir: Path, key: str, meta: Mapping[str, Any]) -> Iterator
     """
     entry = _entry_dir(cache_dir, key)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    remove_abandoned_writes(cache_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key[:16]}-", dir=cache_dir))
     try:
         yield tmp

@@ -48,6 +48,8 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from cxrlib.data.imageio import ImageReadError, atomic_write_bytes, is_image_file, read_image
+from cxrlib.lock import run_lock
+from cxrlib.runs import remove_stale_temporaries
 from cxrlib.seg.inference import (
     load_segmentation_model,
     model_input_size,
@@ -251,7 +253,7 @@ def _list_folder(images_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     for entry in sorted(images_dir.iterdir(), key=lambda p: p.name):
         if entry.is_dir():
             skipped.append((entry.name, "folder (sub-folders are not searched)"))
-        elif not is_image_file(entry):
+        elif not is_image_file(entry, sniff=True):
             skipped.append((entry.name, f"not an image file (suffix {entry.suffix or 'none'!r})"))
         else:
             files.append(entry)
@@ -382,6 +384,34 @@ def segment_folder(
     files, skipped = _list_folder(images_dir)
     names = dict(zip([f.name for f in files], _output_names(files), strict=True))
     out_dir.mkdir(parents=True, exist_ok=True)
+    # One segment run per output folder; what a killed run's atomic writes left behind
+    # (hidden .NAME.XXXXXXXX.part files) is removed before writing again.
+    with run_lock(out_dir):
+        outputs = [*names.values(), "lungs.csv"]
+        for folder in (out_dir, out_dir / "overlays"):
+            remove_stale_temporaries(folder, outputs)
+        return _segment_files(
+            model, files, skipped, names, size, out_dir,
+            batch_size=batch_size, postprocess=postprocess, threshold=threshold,
+            overlays=overlays, workers=workers, progress=progress,
+        )  # fmt: skip
+
+
+def _segment_files(
+    model: Any,
+    files: list[Path],
+    skipped: list[tuple[str, str]],
+    names: dict[str, str],
+    size: tuple[int, int],
+    out_dir: Path,
+    *,
+    batch_size: int,
+    postprocess: bool,
+    threshold: float,
+    overlays: bool,
+    workers: int | None,
+    progress: bool,
+) -> SegmentReport:
     n_threads = workers or min(4, os.cpu_count() or 1)
     prefetch = 2
     rows: list[dict[str, Any]] = []

@@ -18,6 +18,7 @@ import numpy as np
 
 from cxrlib.errors import CxrlibError
 from cxrlib.precision import resolve_precision, runnable_precision
+from cxrlib.runs import read_json
 
 __all__ = [
     "ModelFileError",
@@ -76,6 +77,17 @@ def _check_segmentation_model(model: Any, path: Path) -> None:
         )
 
 
+def _refuse_failed_run(path: Path) -> None:
+    """A model in a run folder whose ``key.json`` says ``failed`` is not usable."""
+    stored = read_json(path.parent / "key.json")
+    if isinstance(stored, dict) and stored.get("status") == "failed":
+        error = stored.get("error") or "no reason recorded"
+        raise ModelFileError(
+            f"{path}: the training run in {path.parent} failed, its model is not usable "
+            f"({error}); train it again (cxrlib train-seg) or pass another model"
+        )
+
+
 def load_segmentation_model(path: str | os.PathLike[str]) -> Any:
     """Load a segmentation model saved by :func:`cxrlib.seg.train.train_segmentation`.
 
@@ -92,8 +104,9 @@ def load_segmentation_model(path: str | os.PathLike[str]) -> Any:
     Raises
     ------
     ModelFileError
-        If the file is missing, is not a Keras model file, or the model is not a
-        segmentation model; the message names the file.
+        If the file is missing, is not a Keras model file, the model is not a
+        segmentation model, or its run folder's ``key.json`` says the training failed;
+        the message names the file.
     """
     import keras
 
@@ -102,6 +115,7 @@ def load_segmentation_model(path: str | os.PathLike[str]) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model file does not exist")
+    _refuse_failed_run(path)
     if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
         raise ModelFileError(
             f"{path}: not a Keras model file (expected a .keras file, got suffix "

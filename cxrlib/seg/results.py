@@ -6,11 +6,13 @@
 * :func:`score_predictions` scores predicted probabilities per image (Dice, IoU, HD95)
   at the model size and at each image's original resolution, raw and post-processed;
   :func:`summaries_to_dict` nests the per-site summaries of those scores as
-  ``metrics.json`` stores them.
+  ``metrics.json`` stores them; :func:`evaluate_model` scores a model on a run's validation
+  and test images (refusing non-finite predictions).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ __all__ = [
     "read_history",
     "score_predictions",
     "summaries_to_dict",
+    "evaluate_model",
 ]
 
 
@@ -46,7 +49,9 @@ class TrainResult:
     trained : bool
         False when a finished run with the same key was reused.
     resumed : bool
-        True when training resumed from ``run_dir/backup`` after an interruption.
+        True when an interrupted run was continued: training resumed from
+        ``run_dir/backup``, or training had finished and only the model was rebuilt or
+        scored (``timings["recovered_from"]``).
     epochs_run : int
         Epochs in the history (all epochs, also those before a resume).
     history : pandas.DataFrame
@@ -257,3 +262,57 @@ def summaries_to_dict(per_image: pd.DataFrame, *, n_boot: int = 2000, seed: int 
         }
         out.setdefault(split, {}).setdefault(resolution, {})[post] = sites
     return out
+
+
+def evaluate_model(
+    model: Any, config: TrainConfig, split: pd.DataFrame, loaded: Any
+) -> tuple[pd.DataFrame, float]:
+    """Score ``model`` on the validation and test rows of ``split`` (:func:`score_predictions`).
+
+    Parameters
+    ----------
+    model : keras.Model
+    config : TrainConfig
+        Its threshold, post-processing and batch size are used.
+    split : pandas.DataFrame
+        The run's split (``split`` column, ``mask_path`` for the original masks).
+    loaded : cxrlib.preprocess arrays
+        ``images`` and ``masks`` at the model size, in the rows of ``split``.
+
+    Returns
+    -------
+    (pandas.DataFrame, float)
+        The per-image scores with a ``split`` column, and the seconds it took.
+
+    Raises
+    ------
+    cxrlib.seg.checkpoints.TrainingError
+        The model predicts non-finite probabilities (training diverged).
+    """
+    from cxrlib.seg.checkpoints import TrainingError
+    from cxrlib.seg.inference import predict_masks
+
+    start = time.perf_counter()
+    frames = []
+    for name in ("val", "test"):
+        rows = (split["split"] == name).to_numpy()
+        if not rows.any():
+            continue
+        probs = predict_masks(model, loaded.images[rows], batch_size=config.batch_size)
+        bad = int((~np.isfinite(probs)).reshape(len(probs), -1).any(axis=1).sum())
+        if bad:
+            raise TrainingError(
+                f"the trained model predicts non-finite probabilities for {bad} of "
+                f"{len(probs)} {name} images (training diverged); the run is marked failed"
+            )
+        scores = score_predictions(
+            probs,
+            split.loc[rows].reset_index(drop=True),
+            loaded.masks[rows],
+            threshold=config.threshold,
+            postprocess_k=config.postprocess_k,
+            fill_holes=config.fill_holes,
+        )
+        scores.insert(0, "split", name)
+        frames.append(scores)
+    return pd.concat(frames, ignore_index=True), time.perf_counter() - start

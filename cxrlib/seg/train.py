@@ -34,6 +34,9 @@ Files written into ``run_dir`` (each atomically: temporary file + rename):
     quote the test scores.
 ``per_image.csv``
     The per-image scores behind ``metrics.json``.
+``best.weights.h5``, ``backup/``, ``cxrlib.lock``
+    While the run trains: the best checkpoint, the state after the last finished epoch,
+    the folder's lock (deleted when the run ends).
 
 Load-or-train
     The key is the SHA-256 of the configuration, the cxrlib training format and
@@ -43,12 +46,27 @@ Load-or-train
     (:attr:`cxrlib.seg.results.TrainResult.trained` is False).
     A different key raises :class:`RunDirError` unless ``overwrite=True``, which
     deletes the previous run's files (never other files in the folder) and
-    retrains: a trained model is never replaced by accident.
+    retrains: a trained model is never replaced by accident. A folder holding another
+    kind of run (a TB run, segmented masks) is always refused.
+
+One run per folder
+    The run holds the folder's lock (:func:`cxrlib.lock.run_lock`): a second process gets a
+    clear error naming the owner; a dead owner's lock is taken over with a warning.
+
+Divergence
+    Non-finite losses or metrics, or a collapsing validation Dice
+    (:mod:`cxrlib.seg.checkpoints`), end the run with :class:`TrainingError`; ``key.json``
+    says ``failed``, :func:`cxrlib.seg.inference.load_segmentation_model` refuses the
+    folder's model and the next call with the same key trains again.
 
 Interruption
-    ``keras.callbacks.BackupAndRestore`` keeps the training state in
-    ``run_dir/backup``. Calling again with the same key after an interruption
-    resumes at the last finished epoch.
+    Every file is written atomically, the training state included (``backup/`` after
+    every epoch, ``best.weights.h5``, ``history.csv``: :mod:`cxrlib.seg.checkpoints`).
+    Calling again with the same key removes what the interrupted run left and resumes at
+    the last finished epoch, or, when training had finished (``key.json`` says
+    ``fitted``), scores ``model.keras`` or rebuilds it from ``best.weights.h5``
+    (:mod:`cxrlib.seg.train_rundir`); an unreadable backup is reported and discarded.
+    Each says so in one line on stderr. ``overwrite=True`` discards an unfinished run.
 
 CPU recipe
     :func:`cxrlib.seg.train_config.cpu_recipe` is the configuration ``cxrlib train-seg``
@@ -80,17 +98,28 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.atomic import atomic_write
-from cxrlib.errors import CxrlibError
+from cxrlib.lock import run_lock
 from cxrlib.precision import cpu_supports_bf16, precision_scope
-from cxrlib.runs import clear_run, differences, read_json, run_key, versions, write_csv, write_json
+from cxrlib.runs import read_json, run_key, versions, write_csv, write_json
+from cxrlib.seg import checkpoints, train_rundir
+from cxrlib.seg.checkpoints import (
+    BACKUP,
+    BEST_WEIGHTS,
+    HISTORY,
+    Backup,
+    TrainingError,
+    check_weights_file,
+    notice,
+)
 from cxrlib.seg.results import (
     TrainResult,
+    evaluate_model,
     read_history,
     read_run_files,
-    score_predictions,
     summaries_to_dict,
 )
 from cxrlib.seg.train_config import TrainConfig
+from cxrlib.seg.train_rundir import RUN_FILES, RunDirError
 
 __all__ = [
     "TRAIN_FORMAT_VERSION",
@@ -107,29 +136,6 @@ _WHAT = "cxrlib.seg.train.train_segmentation"
 
 #: Bump when the files or the training procedure change: old runs get a new key.
 TRAIN_FORMAT_VERSION = 1
-#: Files a run writes into its folder (deleted by ``overwrite=True``).
-RUN_FILES: tuple[str, ...] = (
-    "model.keras",
-    "config.json",
-    "key.json",
-    "split.csv",
-    "history.csv",
-    "history.json",
-    "metrics.json",
-    "per_image.csv",
-    "best.weights.h5",
-)
-_BACKUP = "backup"
-
-
-class RunDirError(CxrlibError, ValueError):
-    """The run folder holds a different run (another key) and ``overwrite`` is False."""
-
-
-class TrainingError(CxrlibError, RuntimeError):
-    """Training produced no usable model (e.g. the loss became NaN in the first epoch)."""
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -174,69 +180,19 @@ def _run_key(config: TrainConfig, table: pd.DataFrame) -> dict[str, Any]:
     return run_key(_WHAT, TRAIN_FORMAT_VERSION, config.to_dict(), table)
 
 
-def _clear_run(run_dir: Path) -> None:
-    clear_run(run_dir, RUN_FILES, [_BACKUP])
-
-
 # --------------------------------------------------------------------------- callbacks
 
 
-def _timing_callback() -> Any:
+def _callbacks(
+    run_dir: Path,
+    config: TrainConfig,
+    timer: Any,
+    rows: list[dict[str, Any]] | None = None,
+    best: float | None = None,
+) -> list[Any]:
+    """The training callbacks; ``rows`` and ``best`` continue a resumed run's history."""
     import keras
 
-    class EpochTimer(keras.callbacks.Callback):
-        """Seconds spent on training batches per epoch (validation excluded)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.train_seconds: list[float] = []
-            self._start = 0.0
-            self._train_done: float | None = None
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self._start = time.perf_counter()
-            self._train_done = None
-
-        def on_test_begin(self, logs: Any = None) -> None:
-            if self._train_done is None:
-                self._train_done = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            end = self._train_done if self._train_done is not None else time.perf_counter()
-            self.train_seconds.append(end - self._start)
-
-    return EpochTimer()
-
-
-def _best_so_far(history_csv: Path, monitor: str) -> float | None:
-    if not history_csv.is_file():
-        return None
-    try:
-        values = pd.read_csv(history_csv)[monitor].dropna()
-    except (OSError, ValueError, KeyError, pd.errors.EmptyDataError):
-        return None
-    return float(values.max()) if len(values) else None
-
-
-def _learning_rate_logger() -> Any:
-    import keras
-
-    class LearningRateLogger(keras.callbacks.Callback):
-        """Add the optimizer's current learning rate to the epoch logs."""
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if logs is not None and "learning_rate" not in logs:
-                value = self.model.optimizer.learning_rate
-                logs["learning_rate"] = float(keras.ops.convert_to_numpy(value))
-
-    return LearningRateLogger()
-
-
-def _callbacks(run_dir: Path, config: TrainConfig, resuming: bool, timer: Any) -> list[Any]:
-    import keras
-
-    history_csv = run_dir / "history.csv"
-    best = _best_so_far(history_csv, "val_dice") if resuming else None
     schedule = []
     if config.lr_schedule == "plateau":
         schedule.append(
@@ -247,23 +203,18 @@ def _callbacks(run_dir: Path, config: TrainConfig, resuming: bool, timer: Any) -
                 min_lr=config.min_learning_rate,
             )
         )
+    best_weights = checkpoints.best_weights(run_dir / BEST_WEIGHTS, best)
     return [
-        keras.callbacks.TerminateOnNaN(),
-        timer,
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.weights.h5"),
-            monitor="val_dice",
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
-            initial_value_threshold=best,
-        ),
+        *([timer] if timer is not None else []),
         *schedule,
-        _learning_rate_logger(),
+        checkpoints.learning_rate_logger(),
+        checkpoints.history_log(run_dir / HISTORY, rows),
+        # after the history row (kept for the diagnosis), before any checkpoint
+        checkpoints.divergence_guard(run_dir, best),
+        best_weights,
         keras.callbacks.EarlyStopping(monitor="val_dice", mode="max", patience=config.patience),
-        keras.callbacks.CSVLogger(str(history_csv), append=resuming),
-        # after the CSV row: an interruption in between repeats (not loses) an epoch
-        keras.callbacks.BackupAndRestore(str(run_dir / _BACKUP), delete_checkpoint=True),
+        # last: an interruption before it repeats (not loses) an epoch
+        checkpoints.backup_callback(Backup(run_dir / BACKUP), best_weights),
     ]
 
 
@@ -302,12 +253,6 @@ def _make_training_sequence(
     )
 
 
-def _predict(model: Any, images: np.ndarray, batch_size: int) -> np.ndarray:
-    from cxrlib.seg.inference import predict_masks
-
-    return predict_masks(model, images, batch_size=batch_size)
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -328,66 +273,99 @@ def _check_precision(precision: str) -> None:
     )
 
 
+def _compiled_model(config: TrainConfig, steps_per_epoch: int) -> Any:
+    """A fresh, compiled model (call inside the run's precision scope)."""
+    import keras
+
+    from cxrlib.seg.losses import DiceCoefficient, IoU, get_loss
+    from cxrlib.seg.models import build_model
+
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(
+        config.model,
+        input_shape=(config.img_size, config.img_size, 1),
+        filters=config.resolved_filters,
+    )
+    model.compile(
+        optimizer=_optimizer(config, steps_per_epoch),
+        loss=get_loss(config.loss),
+        metrics=[DiceCoefficient(threshold=config.threshold), IoU(threshold=config.threshold)],
+    )
+    return model
+
+
+def _training_data(
+    config: TrainConfig, split: pd.DataFrame, loaded: Any, make_sequence: Callable[..., Any]
+) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    is_train = (split["split"] == "train").to_numpy()
+    is_val = (split["split"] == "val").to_numpy()
+    train_seq = make_sequence(
+        loaded.images[is_train],
+        loaded.masks[is_train],
+        split.loc[is_train, "id"].astype(str).tolist(),
+        split.loc[~is_train, "id"].astype(str).tolist(),
+        config,
+    )
+    return train_seq, (loaded.images[is_val], loaded.masks[is_val].astype(np.float32))
+
+
+def _resume_state(run_dir: Path, may_resume: bool) -> Any:
+    """The readable backup to resume from (None: start afresh, old state cleared)."""
+    resume = Backup(run_dir / BACKUP).read() if may_resume else None
+    if resume is None:
+        train_rundir.clear_training_state(run_dir)
+        return None
+    best = run_dir / BEST_WEIGHTS
+    if resume.best is not None and (not best.is_file() or check_weights_file(best)):
+        best.unlink(missing_ok=True)  # lost or damaged: the next best epoch saves it again
+        resume.best = None
+    return resume
+
+
 def _fit(
     run_dir: Path,
     config: TrainConfig,
     split: pd.DataFrame,
     loaded: Any,
     progress: bool,
-    resuming: bool,
+    may_resume: bool,
     make_sequence: Callable[..., Any],
 ) -> dict[str, Any]:
-    """Build, compile and fit; save ``model.keras`` from the best checkpoint."""
-    import keras
-
-    from cxrlib.seg.losses import DiceCoefficient, IoU, get_loss
-    from cxrlib.seg.models import build_model
-
-    is_train = (split["split"] == "train").to_numpy()
-    is_val = (split["split"] == "val").to_numpy()
-    held_out = split.loc[~is_train, "id"].astype(str).tolist()
-    train_seq = make_sequence(
-        loaded.images[is_train],
-        loaded.masks[is_train],
-        split.loc[is_train, "id"].astype(str).tolist(),
-        held_out,
-        config,
-    )
-    val_data = (loaded.images[is_val], loaded.masks[is_val].astype(np.float32))
-    timer = _timing_callback()
-    keras.utils.set_random_seed(config.seed)
+    """Build, compile and fit (resuming from ``backup/`` when it is readable)."""
+    train_seq, val_data = _training_data(config, split, loaded, make_sequence)
+    timer = checkpoints.epoch_timer()
+    resume = _resume_state(run_dir, may_resume)
     with precision_scope(config.precision):
-        model = build_model(
-            config.model,
-            input_shape=(config.img_size, config.img_size, 1),
-            filters=config.resolved_filters,
-        )
-        model.compile(
-            optimizer=_optimizer(config, len(train_seq)),
-            loss=get_loss(config.loss),
-            metrics=[DiceCoefficient(threshold=config.threshold), IoU(threshold=config.threshold)],
-        )
+        model = _compiled_model(config, len(train_seq))
+        if resume is not None and not Backup(run_dir / BACKUP).load_into(model, resume):
+            train_rundir.clear_training_state(run_dir)
+            resume, model = None, _compiled_model(config, len(train_seq))
+        rows: list[dict[str, Any]] = []
+        if resume is not None:
+            history = read_history(run_dir / HISTORY)
+            if "epoch" in history and len(history):
+                rows = history[history["epoch"] < resume.epoch].to_dict(orient="records")
+            notice(f"resuming the training in {run_dir} after epoch {resume.epoch}")
         start = time.perf_counter()
         model.fit(
             train_seq,
             validation_data=val_data,
             validation_batch_size=config.batch_size,
             epochs=config.epochs,
-            callbacks=_callbacks(run_dir, config, resuming, timer),
+            initial_epoch=resume.epoch if resume is not None else 0,
+            callbacks=_callbacks(
+                run_dir, config, timer, rows, resume.best if resume is not None else None
+            ),
             verbose=2 if progress else 0,
         )
         fit_seconds = time.perf_counter() - start
-        best = run_dir / "best.weights.h5"
-        if not best.is_file():
-            raise TrainingError(
-                f"training in {run_dir} saved no checkpoint (the loss was probably NaN from the "
-                "first epoch); try a lower learning_rate or precision='float32'"
-            )
-        model.load_weights(str(best))
-        _save_model_atomic(model, run_dir / "model.keras")
-    best.unlink(missing_ok=True)
+    if not (run_dir / BEST_WEIGHTS).is_file():
+        raise TrainingError(
+            f"training in {run_dir} saved no checkpoint (no epoch had a finite validation "
+            "Dice); try a lower learning_rate or precision='float32'"
+        )
     seconds = timer.train_seconds
-    n_train = int(is_train.sum())
+    n_train = int((split["split"] == "train").sum())
     steady = seconds[1:] if len(seconds) > 1 else seconds
     return {
         "fit_seconds": fit_seconds,
@@ -396,6 +374,7 @@ def _fit(
         "train_seconds_per_epoch": seconds,
         "train_images_per_s": n_train * len(seconds) / sum(seconds) if seconds else None,
         "train_images_per_s_steady": n_train * len(steady) / sum(steady) if steady else None,
+        "resumed_after_epoch": resume.epoch if resume is not None else None,
     }
 
 
@@ -403,34 +382,17 @@ def _save_model_atomic(model: Any, path: Path) -> None:
     atomic_write(path, model.save, ".keras")
 
 
-def _evaluate(
-    model: Any, config: TrainConfig, split: pd.DataFrame, loaded: Any
-) -> tuple[pd.DataFrame, float]:
-    start = time.perf_counter()
-    frames = []
-    for name in ("val", "test"):
-        rows = (split["split"] == name).to_numpy()
-        if not rows.any():
-            continue
-        probs = _predict(model, loaded.images[rows], config.batch_size)
-        scores = score_predictions(
-            probs,
-            split.loc[rows].reset_index(drop=True),
-            loaded.masks[rows],
-            threshold=config.threshold,
-            postprocess_k=config.postprocess_k,
-            fill_holes=config.fill_holes,
-        )
-        scores.insert(0, "split", name)
-        frames.append(scores)
-    return pd.concat(frames, ignore_index=True), time.perf_counter() - start
-
-
-def _is_done(run_dir: Path, key: str) -> bool:
-    stored = read_json(run_dir / "key.json")
-    if not stored or stored.get("key") != key or stored.get("status") != "done":
-        return False
-    return all((run_dir / n).is_file() for n in ("model.keras", "metrics.json", "split.csv"))
+def _model_from_best(
+    run_dir: Path, config: TrainConfig, split: pd.DataFrame, loaded: Any, make_sequence: Any
+) -> None:
+    """Write ``model.keras`` from ``best.weights.h5``, then delete the checkpoint."""
+    train_seq, _ = _training_data(config, split, loaded, make_sequence)
+    with precision_scope(config.precision):
+        model = _compiled_model(config, len(train_seq))
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(run_dir / BEST_WEIGHTS))
+        _save_model_atomic(model, run_dir / "model.keras")
+    (run_dir / BEST_WEIGHTS).unlink(missing_ok=True)
 
 
 def train_segmentation(
@@ -456,8 +418,9 @@ def train_segmentation(
     run_dir : path
         Folder for the run's files (created).
     overwrite : bool, default False
-        If ``run_dir`` holds a run with another key: delete its files and retrain
-        (True) or raise :class:`RunDirError` (False).
+        If ``run_dir`` holds a run with another key, or an unfinished run of this key:
+        delete its files and train afresh (True) or raise :class:`RunDirError` / resume
+        (False).
     progress : bool, default True
         Progress bars and one Keras log line per epoch.
     cache_dir : path, "auto", None or False
@@ -479,9 +442,12 @@ def train_segmentation(
     ValueError
         Bad config, too few masks, unreadable files (the message names them).
     RunDirError
-        ``run_dir`` holds another run and ``overwrite`` is False.
+        ``run_dir`` holds another run and ``overwrite`` is False, or another kind of run.
+    cxrlib.lock.RunLockedError
+        Another process is training into ``run_dir``.
     TrainingError
-        No usable checkpoint (NaN loss).
+        Training diverged (non-finite losses or metrics, collapsed Dice) or saved no
+        checkpoint; ``key.json`` says ``failed``.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -494,30 +460,43 @@ def train_segmentation(
     split = _split(table, config)
     key_inputs = _run_key(config, split)
     key = key_inputs["key"]
-    if _is_done(run_dir, key):
-        logger.info("reusing the trained model in %s (same key %s)", run_dir, key[:12])
-        return read_run_files(run_dir, config, key)
-    stored = read_json(run_dir / "key.json")
-    if stored is not None and stored.get("key") != key:
-        if not overwrite:
-            raise RunDirError(
-                f"{run_dir} holds another run ({differences(stored, key_inputs)}); pass "
-                "overwrite=True (cxrlib train-seg --overwrite) or choose another run folder"
-            )
-        _clear_run(run_dir)
-    elif stored is None and (run_dir / "model.keras").exists():
-        if not overwrite:
-            raise RunDirError(
-                f"{run_dir} holds a model.keras without key.json; pass overwrite=True or "
-                "choose another run folder"
-            )
-        _clear_run(run_dir)
-    resuming = (run_dir / _BACKUP).is_dir() and stored is not None and stored.get("key") == key
-    if not resuming:
-        for name in ("history.csv", "best.weights.h5"):
-            (run_dir / name).unlink(missing_ok=True)
+    if run_dir.is_dir():
+        train_rundir.refuse_foreign(run_dir)
+        if not os.access(run_dir, os.W_OK) and train_rundir.reusable(run_dir, key):
+            return read_run_files(run_dir, config, key)  # a read-only finished run: no lock
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "key.json", {"key": key, "status": "training", **key_inputs})
+    with run_lock(run_dir):
+        train_rundir.remove_stale(run_dir)
+        action = train_rundir.prepare(run_dir, key_inputs, overwrite)
+        if action == "reuse":
+            logger.info("reusing the trained model in %s (same key %s)", run_dir, key[:12])
+            return read_run_files(run_dir, config, key)
+        try:
+            return _train(
+                run_dir, config, split, key_inputs, action, progress, cache_dir, n_jobs, start
+            )
+        except TrainingError as error:
+            train_rundir.mark_failed(run_dir, key_inputs, error)
+            raise
+
+
+def _train(
+    run_dir: Path,
+    config: TrainConfig,
+    split: pd.DataFrame,
+    key_inputs: dict[str, Any],
+    action: str,
+    progress: bool,
+    cache_dir: str | os.PathLike[str] | bool | None,
+    n_jobs: int | None,
+    start: float,
+) -> TrainResult:
+    key = key_inputs["key"]
+    stored = read_json(run_dir / "key.json")
+    stored = stored if isinstance(stored, dict) else {}
+    may_resume = stored.get("key") == key
+    if action == "train":
+        write_json(run_dir / "key.json", {"key": key, "status": "training", **key_inputs})
     out_split = split[["id", "site", "label", "split"]].copy()
     write_csv(run_dir / "split.csv", out_split)
 
@@ -542,22 +521,35 @@ def train_segmentation(
             "versions": versions("keras", "tensorflow", "tensorflow-cpu"),
         },
     )
-    fit_timings = _fit(run_dir, config, split, loaded, progress, resuming, _make_training_sequence)
-    history = read_history(run_dir / "history.csv")
+    recovered = train_rundir.finished_model(run_dir) if action == "finish" else None
+    if recovered is None:
+        fit_timings = _fit(
+            run_dir, config, split, loaded, progress, may_resume, _make_training_sequence
+        )
+        fitted = {"key": key, "status": "fitted", "fit_timings": fit_timings, **key_inputs}
+        write_json(run_dir / "key.json", fitted)  # best.weights.h5 is final now
+        Backup(run_dir / BACKUP).discard()
+        recovered = "best"
+    else:
+        fit_timings = {**(stored.get("fit_timings") or {}), "recovered_from": recovered}
+    if recovered == "best":
+        _model_from_best(run_dir, config, split, loaded, _make_training_sequence)
+    history = read_history(run_dir / HISTORY)
     write_json(run_dir / "history.json", history.to_dict(orient="records"))
 
     from cxrlib.seg.inference import load_segmentation_model
 
     model = load_segmentation_model(run_dir / "model.keras")
-    per_image, eval_seconds = _evaluate(model, config, split, loaded)
+    per_image, eval_seconds = evaluate_model(model, config, split, loaded)
     write_csv(run_dir / "per_image.csv", per_image)
     scores = summaries_to_dict(per_image, seed=config.seed)
+    resumed = action == "finish" or fit_timings.get("resumed_after_epoch") is not None
     timings = {
         **fit_timings,
         "load_seconds": load_seconds,
         "eval_seconds": eval_seconds,
         "total_seconds": time.perf_counter() - start,
-        "resumed": resuming,
+        "resumed": resumed,
     }
     write_json(run_dir / "metrics.json", {"scores": scores, "timings": timings})
     write_json(run_dir / "key.json", {"key": key, "status": "done", **key_inputs})
@@ -567,7 +559,7 @@ def train_segmentation(
         config=config,
         key=key,
         trained=True,
-        resumed=resuming,
+        resumed=resumed,
         epochs_run=len(history),
         history=history,
         split=out_split.reset_index(drop=True),

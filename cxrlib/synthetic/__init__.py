@@ -15,8 +15,10 @@ pleural effusion.
 
 :func:`write_dataset` writes whole datasets in the layouts of the real downloads
 (:mod:`~cxrlib.synthetic.writers`, with DICOM encoding in :mod:`~cxrlib.synthetic.dicom`
-and the zips' clutter in :mod:`~cxrlib.synthetic.quirks`); :func:`generate_arrays` draws
-them in memory.
+and the zips' clutter in :mod:`~cxrlib.synthetic.quirks`); it reuses a folder that already
+holds the same phantoms and recovers one left half-written
+(:mod:`~cxrlib.synthetic.outdir`, manifest in :mod:`~cxrlib.synthetic.manifest`).
+:func:`generate_arrays` draws them in memory.
 """
 
 from .dicom import dicom_bytes

@@ -26,7 +26,12 @@ Every phantom draws from its own random stream, derived from ``(seed, index)``
 with :class:`numpy.random.SeedSequence`, so the same seed gives byte-identical
 files whatever the number of worker processes.
 
-DICOM encoding is :mod:`cxrlib.synthetic.dicom`; the clutter is :mod:`cxrlib.synthetic.quirks`.
+A second call with the same settings reuses a complete phantom folder without rewriting
+a file (file times are part of the trained runs' keys); a folder left half-written by an
+interrupted call is cleaned and rewritten (:mod:`cxrlib.synthetic.outdir`).
+
+DICOM encoding is :mod:`cxrlib.synthetic.dicom`; the clutter is :mod:`cxrlib.synthetic.quirks`;
+the manifest (``phantoms.json``) is :mod:`cxrlib.synthetic.manifest`.
 """
 
 from __future__ import annotations
@@ -37,16 +42,18 @@ import numbers
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from ..data.imageio import atomic_write_bytes, write_mask_png, write_png
-from .dicom import GENERATOR, _dicom_for, dicom_bytes
+from .dicom import _dicom_for, dicom_bytes
+from .manifest import MANIFEST_NAME, SynthManifest
+from .outdir import finish_out_dir, prepare_out_dir
 from .phantom import MIN_SIZE, make_phantom
-from .quirks import write_quirks
+from .quirks import quirk_files
 from .sites import SITE_PROFILES
 
 __all__ = [
@@ -61,76 +68,9 @@ __all__ = [
 
 #: Folder layouts written by :func:`write_dataset`.
 LAYOUTS: tuple[str, ...] = ("compilation", "montgomery", "shenzhen", "plain")
-#: Name of the manifest written at the root of a phantom folder.
-MANIFEST_NAME = "phantoms.json"
 #: Fraction of Shenzhen images left without a mask when ``quirks=True``.
 MISSING_MASK_FRACTION = 0.1
 _PLAN_KEY = 0x706C616E  # "plan": the plan's stream, apart from the phantoms' (0, 1, 2, ...)
-
-
-@dataclass
-class SynthManifest:
-    """What :func:`write_dataset` wrote (also saved as ``phantoms.json``).
-
-    Attributes
-    ----------
-    out_dir
-        The dataset folder.
-    layout
-        One of :data:`LAYOUTS`.
-    n_images, n_masks
-        Number of radiographs and of mask files written (a Montgomery layout
-        writes two mask files per image, left and right).
-    images_without_mask
-        Stems of the images that have no mask.
-    by_site
-        ``{site: {"normal": n, "tb": n}}``.
-    seed, size
-        Generation parameters.
-    dicom, quirks, native_aspect
-        Whether images are DICOM, whether clutter/missing masks were added, and
-        whether Montgomery films keep their portrait/landscape frame.
-    files
-        Every file written, relative to ``out_dir`` (sorted, POSIX separators).
-    """
-
-    out_dir: str
-    layout: str
-    n_images: int
-    n_masks: int
-    images_without_mask: list[str]
-    by_site: dict[str, dict[str, int]]
-    seed: int
-    size: int
-    dicom: bool = False
-    quirks: bool = True
-    native_aspect: bool = False
-    files: list[str] = field(default_factory=list)
-    generator: str = GENERATOR
-
-    def to_dict(self) -> dict:
-        """Return a JSON-serialisable dictionary."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SynthManifest:
-        """Build a manifest from :meth:`to_dict` output."""
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> SynthManifest:
-        """Read a ``phantoms.json`` file (or the one inside a folder)."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / MANIFEST_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path}: not a readable phantom manifest ({error})") from error
-        if not isinstance(data, dict) or data.get("generator") != GENERATOR:
-            raise ValueError(f"{path}: not a phantom manifest written by {GENERATOR}")
-        return cls.from_dict(data)
 
 
 @dataclass(frozen=True)
@@ -303,6 +243,7 @@ def _write_item(
 
 
 def _write_chunk(args: tuple) -> list[dict]:
+    """Write a chunk of items (one worker task)."""
     root, layout, items, size, seed, dicom, native_aspect = args
     return [_write_item(Path(root), layout, it, size, seed, dicom, native_aspect) for it in items]
 
@@ -335,45 +276,6 @@ def _run(tasks: list[tuple], worker, n_jobs: int, total: int, progress: bool, de
     return results
 
 
-# --------------------------------------------------------------------------- output folder
-
-
-def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a foreign non-empty folder; clear the files of a previous phantom run."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out_dir {out} exists and is not a folder")
-    if not out.exists() or not any(out.iterdir()):
-        out.mkdir(parents=True, exist_ok=True)
-        return
-    manifest_path = out / MANIFEST_NAME
-    previous: SynthManifest | None = None
-    if manifest_path.is_file():
-        try:
-            previous = SynthManifest.load(manifest_path)
-        except ValueError:
-            previous = None
-    if previous is None:
-        if overwrite:
-            return
-        raise FileExistsError(
-            f"out_dir {out} is not empty and is not a phantom folder (no valid {MANIFEST_NAME}); "
-            "choose an empty folder or pass overwrite=True to write into it anyway"
-        )
-    # A previous phantom folder: remove exactly the files it wrote, then empty folders.
-    parents = set()
-    for rel in previous.files:
-        if Path(rel).is_absolute() or ".." in Path(rel).parts:
-            continue  # never touch anything outside the folder
-        path = out / rel
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-        parents.update(p for p in (out / rel).parents if out in p.parents)
-    manifest_path.unlink(missing_ok=True)
-    for folder in sorted(parents, key=lambda p: len(p.parts), reverse=True):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -398,9 +300,10 @@ def write_dataset(
     Parameters
     ----------
     out_dir
-        Destination folder: new, empty, or a previous phantom folder (its files
-        are replaced). Any other non-empty folder is refused unless
-        ``overwrite=True``.
+        Destination folder: new or empty; a phantom folder with the same phantoms
+        (same settings) is reused as it is, nothing rewritten; one left half-written
+        by an interrupted call is cleaned and rewritten. A phantom folder with other
+        settings, or any other non-empty folder, is refused unless ``overwrite=True``.
     n
         Number of radiographs (>= 1).
     size
@@ -432,19 +335,23 @@ def write_dataset(
         started with ``spawn``: in a script, call this under
         ``if __name__ == "__main__":`` (notebooks need nothing).
     overwrite
-        Allow writing into a non-empty folder that is not a phantom folder.
+        Replace a phantom folder (also one with the same settings), or write into a
+        non-empty folder that is not a phantom folder (only the phantoms' files are
+        written; nothing else is removed).
 
     Returns
     -------
     SynthManifest
-        Also written to ``out_dir/phantoms.json``.
+        Also written to ``out_dir/phantoms.json``; its ``action`` says whether the
+        folder was written, reused, replaced, recovered or repaired
+        (:mod:`cxrlib.synthetic.outdir`).
 
     Raises
     ------
     ValueError
         For a bad parameter (the message names it).
     FileExistsError
-        If ``out_dir`` is a foreign non-empty folder and ``overwrite`` is False.
+        If ``out_dir`` holds other phantoms or other files and ``overwrite`` is False.
     """
     n = _check_int("n", n, 1)
     size = _check_int("size", size, MIN_SIZE)
@@ -455,22 +362,16 @@ def write_dataset(
     tb_fraction = _check_fraction("tb_fraction", tb_fraction)
     jobs = _check_jobs(n_jobs)
     out = Path(out_dir)
-    _prepare_out_dir(out, overwrite)
-
+    suffix = ".dcm" if dicom else ".png"
     missing = quirks and layout in ("compilation", "shenzhen")
     items = _plan(n, seed, _layout_sites(layout), site_fraction, tb_fraction, missing)
-    tasks = [
-        (str(out), layout, chunk, size, seed, dicom, native_aspect)
-        for chunk in _chunks(items, jobs)
-    ]
-    records = _run(tasks, _write_chunk, jobs, n, progress, "phantoms")
-    records.sort(key=lambda r: r["index"])
-    files = [rel for record in records for rel in record["files"]]
+    paths = [_paths(layout, item, suffix) for item in items]
+    clutter: list[tuple[str, bytes]] = []
     if quirks:
-        image_files = [_paths(layout, it, ".dcm" if dicom else ".png")["image"][0] for it in items]
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_PLAN_KEY, 1)))
-        files += write_quirks(out, image_files, rng)
-
+        clutter = quirk_files([p["image"][0] for p in paths], rng)
+    files = [rel for p in paths for rels in p.values() for rel in rels]
+    files += [rel for rel, _ in clutter]
     by_site: dict[str, dict[str, int]] = {}
     for item in items:
         counts = by_site.setdefault(item.site, {"normal": 0, "tb": 0})
@@ -479,7 +380,7 @@ def write_dataset(
         out_dir=str(out),
         layout=layout,
         n_images=n,
-        n_masks=sum(r["n_masks"] for r in records),
+        n_masks=sum(len(p["mask"]) + len(p["left"]) + len(p["right"]) for p in paths),
         images_without_mask=[it.stem for it in items if not it.has_mask],
         by_site=by_site,
         seed=seed,
@@ -489,8 +390,23 @@ def write_dataset(
         native_aspect=bool(native_aspect),
         files=sorted(files + [MANIFEST_NAME]),
     )
+    action, previous = prepare_out_dir(out, manifest, overwrite)
+    if previous is not None:  # the folder already holds exactly these phantoms
+        previous.action = action
+        previous.out_dir = str(out)  # where it is now (it may have been moved)
+        return previous
+    manifest.action = action
+
+    tasks = [
+        (str(out), layout, chunk, size, seed, dicom, native_aspect)
+        for chunk in _chunks(items, jobs)
+    ]
+    _run(tasks, _write_chunk, jobs, n, progress, "phantoms")
+    for rel, data in clutter:
+        atomic_write_bytes(out / rel, data)
     text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(out / MANIFEST_NAME, text.encode("utf-8"))
+    finish_out_dir(out)
     return manifest
 
 

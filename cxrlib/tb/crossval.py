@@ -13,6 +13,7 @@ The metrics (AUC with intervals, threshold metrics) are those of :mod:`cxrlib.tb
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,27 @@ def _strata_values(strata: Any, n: int) -> np.ndarray:
     return values.astype(str).astype(object)
 
 
+def _inner_cv_error(
+    classifier: Any, y_train: np.ndarray, fold: int, repeat: int, n_splits: int, error: Exception
+) -> ValueError:
+    """A message for a classifier whose own inner cross-validation has too few samples.
+
+    The tuned classifiers (``logreg`` with ``C="auto"``, ``svm``'s calibration) split
+    their training folds once more (5 folds); scikit-learn's message names that
+    internal ``n_splits=5``, not the number of folds the caller chose.
+    """
+    found = re.search(r"n_splits=(\d+)", str(error))
+    inner = found.group(1) if found else "several"
+    normal, tb = np.bincount(y_train, minlength=2)[:2].tolist()
+    return ValueError(
+        f"{n_splits}-fold cross-validation leaves {normal} normal and {tb} TB radiographs "
+        f"to train on in fold {fold + 1} (repeat {repeat + 1}), too few for classifier "
+        f"{_classifier_name(classifier)!r}, which tunes itself with its own {inner}-fold "
+        f"cross-validation on them (at least {inner} of each class); use more labelled "
+        "radiographs or more folds (--splits / n_splits)"
+    )
+
+
 def cross_validate(
     X: Any,
     y: Any,
@@ -218,7 +240,14 @@ def cross_validate(
         for index, (train, test) in enumerate(splits):
             repeat, fold = divmod(index, n_splits)
             model = _classifier(classifier, seed + repeat, params)
-            model.fit(X[train], y[train])
+            try:
+                model.fit(X[train], y[train])
+            except ValueError as error:
+                if "n_splits" not in str(error):
+                    raise
+                raise _inner_cv_error(
+                    classifier, y[train], fold, repeat, n_splits, error
+                ) from error
             proba[repeat, test] = np.asarray(model.predict_proba(X[test]))[:, 1]
             folds[repeat, test] = fold
             bar.update()

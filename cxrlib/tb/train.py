@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from cxrlib.atomic import atomic_write
 from cxrlib.data.datasets import scan_dataset
+from cxrlib.lock import run_lock
 from cxrlib.runs import (
     clear_run,
     differences,
@@ -249,6 +250,8 @@ def train_tb(
         No labelled radiographs, or only one class; too few per class for the folds.
     TBRunError
         ``run_dir`` holds another run (TB or segmentation).
+    cxrlib.lock.RunLockedError
+        Another process is running in ``run_dir``.
     cxrlib.tb.features.cnn.WeightsUnavailableError
         An ImageNet extractor was asked for and its weights are not on disk.
     """
@@ -277,10 +280,46 @@ def train_tb(
         masks=seg_path is None,  # the masks matter when the run trains its own model
         segmentation=_seg_source(config, seg_path),
     )
-    if _check_run_dir(run_dir, key, overwrite):
-        logger.info("reusing the TB run in %s (same key %s)", run_dir, key["key"][:12])
-        return load_run(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TBRunError(f"run_dir {run_dir} exists and is not a folder")
+    if run_dir.is_dir() and not os.access(run_dir, os.W_OK) and not overwrite:
+        if _check_run_dir(run_dir, key, overwrite):  # a read-only finished run: no lock
+            return load_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):  # one run at a time in the folder
+        if _check_run_dir(run_dir, key, overwrite):
+            logger.info("reusing the TB run in %s (same key %s)", run_dir, key["key"][:12])
+            return load_run(run_dir)
+        return _train_locked(
+            run_dir,
+            data_dir,
+            config,
+            table,
+            key,
+            seg_path,
+            overwrite=overwrite,
+            progress=progress,
+            n_jobs=n_jobs,
+            n_boot=n_boot,
+            start=start,
+        )
+
+
+def _train_locked(
+    run_dir: Path,
+    data_dir: Path,
+    config: TBConfig,
+    table: pd.DataFrame,
+    key: dict[str, Any],
+    seg_path: Path | None,
+    *,
+    overwrite: bool,
+    progress: bool,
+    n_jobs: int | None,
+    n_boot: int,
+    start: float,
+) -> TBRunResult:
+    """The TB run proper, while :func:`train_tb` holds the folder's lock."""
     marker = {"run_type": RUN_TYPE, "format": TB_FORMAT_VERSION, "key": key["key"]}
     write_json(run_dir / RUN_MARKER, {**marker, "status": "training", **key})
 
