@@ -202,9 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cxrlib: interrupted", file=sys.stderr)
         return 130
     except user_errors() as error:
-        from cxrlib.cli.args import user_text
-
-        print(f"cxrlib {args.command}: error: {user_text(str(error))}", file=sys.stderr)
+        print(f"cxrlib {args.command}: error: {error}", file=sys.stderr)
         return 2
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
-import zipfile
 from pathlib import Path
 
 __all__ = [
@@ -12,30 +10,7 @@ __all__ = [
     "show_progress",
     "existing_folder",
     "segmentation_model_file",
-    "user_text",
 ]
-
-#: Messages of the libraries underneath that tell a Python caller what to do
-#: (``force=True``) or say the wrong thing ("File not found" for a file that exists), and
-#: what a command-line user is told instead.
-_LIBRARY_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (
-        re.compile(
-            r"File is missing DICOM File Meta Information header or the 'DICM' prefix is "
-            r"missing from the header\. Use force=True to force reading\."
-        ),
-        "the file does not start like a DICOM file (no 'DICM' header): it is damaged or "
-        "not DICOM; convert it to PNG or export it again from the viewer",
-    ),
-    (
-        re.compile(
-            r"File not found: filepath=(?P<path>.+?)\. Please ensure the file is an "
-            r"accessible `\.keras` zip file\."
-        ),
-        "not a .keras zip archive; give the model.keras written by cxrlib train-seg, or "
-        "its run folder",
-    ),
-)
 
 #: The model file inside a ``cxrlib train-seg`` run folder.
 RUN_MODEL_NAME = "model.keras"
@@ -68,9 +43,8 @@ def existing_folder(path: str | Path, what: str = "dataset folder") -> Path:
 def segmentation_model_file(path: str | Path, option: str = "MODEL") -> Path:
     """The ``.keras`` file that ``path`` names: the file itself or ``RUN_DIR/model.keras``.
 
-    Checks what a command-line user can fix before Keras reads the file, so the message
-    says what to give instead (Keras itself would say "File not found" for a file that
-    exists but is not a model).
+    A file that is not a model is refused when it is loaded
+    (:func:`cxrlib.seg.inference.load_segmentation_model`).
 
     Parameters
     ----------
@@ -101,22 +75,6 @@ def segmentation_model_file(path: str | Path, option: str = "MODEL") -> Path:
             f"{option} {given} does not exist: give a .keras model file or a cxrlib "
             "train-seg run folder (its --out)"
         )
-    if model.suffix.lower() == ".keras" and not zipfile.is_zipfile(model):
-        raise ValueError(
-            f"{model}: not a readable Keras model file (a .keras model is a zip archive and "
-            "this file is not one; give the model.keras written by cxrlib train-seg, or its "
-            "run folder)"
-        )
-    return model
+    from cxrlib.seg.inference import check_model_file
 
-
-def user_text(text: str) -> str:
-    """``text`` with the libraries' hints for Python callers replaced by command-line ones.
-
-    pydicom ends a non-DICOM file's message with "Use force=True to force reading", and
-    Keras says "File not found" for a ``.keras`` file that exists but is not a model; the
-    command line prints what its user can do instead (:data:`_LIBRARY_HINTS`).
-    """
-    for pattern, hint in _LIBRARY_HINTS:
-        text = pattern.sub(hint, text)
-    return text
+    return check_model_file(model)

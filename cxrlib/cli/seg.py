@@ -25,7 +25,6 @@ from cxrlib.cli.args import (
     positive_int,
     segmentation_model_file,
     show_progress,
-    user_text,
 )
 from cxrlib.errors import CxrlibError
 from cxrlib.precision import PRECISION_CHOICES
@@ -151,7 +150,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"no image in {images_dir} could be segmented ({len(report.skipped)} entries "
             f"skipped: {reasons}{more})"
         )
-    print(user_text(report.summary()))
+    print(report.summary())
     print(f"lung areas: {Path(args.out_dir) / 'lungs.csv'}")
     return 0
 

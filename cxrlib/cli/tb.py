@@ -24,7 +24,6 @@ from cxrlib.cli.args import (
     positive_int,
     segmentation_model_file,
     show_progress,
-    user_text,
 )
 
 __all__ = ["register", "parse_names"]
@@ -77,7 +76,7 @@ def _print_result(result) -> None:
     if result.skipped:
         print(f"left out {len(result.skipped)} radiograph(s):")
         for path, reason in result.skipped:
-            print(f"  {path}: {user_text(reason)}")
+            print(f"  {path}: {reason}")
     total = result.timings.get("total_seconds")
     if total is not None:
         print(f"total time {total / 60:.1f} min")
@@ -118,7 +117,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from cxrlib.tb.classify import classify
 
     report = classify(args.run_dir, args.images_dir, args.out, progress=show_progress(args))
-    print(user_text(report.summary()))
+    print(report.summary())
     return 0
 
 

@@ -22,11 +22,19 @@ __all__ = ["dicom_extent", "read_dicom"]
 
 def _dcmread(path: Path, stop_before_pixels: bool = False) -> Any:
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
     except MemoryError as error:
         raise ImageReadError(path, "not enough memory to read the DICOM file") from error
+    except InvalidDicomError as error:
+        # pydicom's own text ends in "Use force=True", advice for Python callers only
+        raise ImageReadError(
+            path,
+            "the file does not start like a DICOM file (no 'DICM' header): it is damaged or "
+            "not DICOM; convert it to PNG or export it again from the viewer",
+        ) from error
     except Exception as error:  # pydicom raises many types for damaged files
         raise ImageReadError(path, f"not a readable DICOM file ({error})") from error
 

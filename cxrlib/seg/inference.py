@@ -11,6 +11,7 @@ Whole folders (mask and overlay PNGs, ``lungs.csv``) are :mod:`cxrlib.seg.folder
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from cxrlib.runs import read_json
 
 __all__ = [
     "ModelFileError",
+    "check_model_file",
     "load_segmentation_model",
     "saved_precision",
     "model_input_size",
@@ -88,6 +90,34 @@ def _refuse_failed_run(path: Path) -> None:
         )
 
 
+def check_model_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse what cannot be a usable model file, before loading it (cheap: no Keras).
+
+    Raises
+    ------
+    ModelFileError
+        The file is missing, has another suffix than ``.keras``/``.h5``/``.hdf5``, is a
+        ``.keras`` file that is not a zip archive (Keras would say "File not found"), or
+        its run folder says the training failed; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file does not exist")
+    _refuse_failed_run(path)
+    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
+        raise ModelFileError(
+            f"{path}: not a Keras model file (expected a .keras file, got suffix "
+            f"{path.suffix or 'none'!r})"
+        )
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path}: not a readable Keras model file (a .keras model is a zip archive and "
+            "this file is not one; give the model.keras written by cxrlib train-seg, or its "
+            "run folder)"
+        )
+    return path
+
+
 def load_segmentation_model(path: str | os.PathLike[str]) -> Any:
     """Load a segmentation model saved by :func:`cxrlib.seg.train.train_segmentation`.
 
@@ -112,15 +142,7 @@ def load_segmentation_model(path: str | os.PathLike[str]) -> Any:
 
     import cxrlib.seg.losses  # noqa: F401  (registers the custom losses and metrics)
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: model file does not exist")
-    _refuse_failed_run(path)
-    if path.suffix.lower() not in (".keras", ".h5", ".hdf5"):
-        raise ModelFileError(
-            f"{path}: not a Keras model file (expected a .keras file, got suffix "
-            f"{path.suffix or 'none'!r})"
-        )
+    path = check_model_file(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # keras raises many types for a bad file
