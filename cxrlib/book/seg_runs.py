@@ -17,7 +17,6 @@ and the inference timing in :mod:`cxrlib.book.seg_cases`.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from cxrlib.errors import CxrlibError
+from cxrlib.runs import read_json
 from cxrlib.seg.results import TrainResult, read_run_files
 from cxrlib.seg.train import train_segmentation
 from cxrlib.seg.train_config import TrainConfig
@@ -121,17 +121,10 @@ def segmentation_config(
 # --------------------------------------------------------------------------- runs
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_finished_run(run_dir: str | os.PathLike[str]) -> bool:
     """Whether ``run_dir`` holds a finished training run (``key.json`` status ``done``)."""
     path = Path(run_dir)
-    stored = _read_json(path / "key.json")
+    stored = read_json(path / "key.json")
     if not isinstance(stored, dict) or stored.get("status") != "done":
         return False
     return all((path / name).is_file() for name in _DONE_FILES)
@@ -161,12 +154,12 @@ def load_run(run_dir: str | os.PathLike[str]) -> TrainResult:
         missing = [name for name in ("key.json", *_DONE_FILES) if not (path / name).is_file()]
         reason = f"missing {missing}" if missing else "key.json does not say 'done'"
         raise RunNotFoundError(f"{path} holds no finished training run ({reason})")
-    stored = _read_json(path / "config.json")
+    stored = read_json(path / "config.json")
     if not isinstance(stored, dict):
         raise RunNotFoundError(f"{path / 'config.json'} is not readable JSON")
     names = set(TrainConfig.__dataclass_fields__)
     config = TrainConfig.from_dict({k: v for k, v in stored.items() if k in names})
-    return read_run_files(path, config, str(_read_json(path / "key.json").get("key", "")))
+    return read_run_files(path, config, str(read_json(path / "key.json").get("key", "")))
 
 
 def _check_ids(result: TrainResult, table: pd.DataFrame) -> None:
