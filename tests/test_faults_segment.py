@@ -74,16 +74,16 @@ def test_a_segment_run_killed_mid_write_reruns_cleanly(tmp_path, target, n):
     out = tmp_path / "out"
     code = f"""
     from cxrlib.seg.folder import segment_folder
-    segment_folder({str(model)!r}, {str(images)!r}, {str(out)!r}, progress=False, workers=1)
+    segment_folder({str(model)!r}, {str(images)!r}, {str(out)!r}, progress=False, io_threads=1)
     """
     assert _run_child(_die_at_write(code, n, target)) == 137
     assert _hidden(out), "the kill left a temporary file (the case this test is about)"
     assert (out / LOCK_NAME).exists(), "the killed run still holds its lock"
-    report = segment_folder(model, images, out, progress=False, workers=1)
+    report = segment_folder(model, images, out, progress=False, io_threads=1)
     assert len(report.table) == 6 and not report.skipped
     assert _hidden(out) == [], "temporary files of the killed run are left"
     assert not (out / LOCK_NAME).exists()
-    clean = segment_folder(model, images, tmp_path / "clean", progress=False, workers=1)
+    clean = segment_folder(model, images, tmp_path / "clean", progress=False, io_threads=1)
     for name in clean.table["file"]:
         stem = Path(name).stem + ".png"
         assert np.array_equal(read_mask(out / stem), read_mask(tmp_path / "clean" / stem))

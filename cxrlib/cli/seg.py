@@ -28,6 +28,8 @@ from cxrlib.cli.args import (
 )
 from cxrlib.errors import CxrlibError
 from cxrlib.precision import PRECISION_CHOICES
+from cxrlib.seg.runtime import RUNTIME_CHOICES
+from cxrlib.seg.scheduling import LOCAL_CLUSTER_MIN_CORES, LOCAL_CLUSTER_MIN_IMAGES
 from cxrlib.seg.train_config import CPU_RECIPE_FILTERS, MODELS, RECIPES, TrainConfig, cpu_recipe
 from cxrlib.seg.train_config import recipe as named_recipe
 
@@ -140,7 +142,12 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         postprocess=not args.no_postprocess,
         overlays=not args.no_overlays,
+        dicom_seg=args.dicom_seg,
         precision=args.precision,
+        runtime=args.runtime,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        overwrite=args.overwrite,
         progress=show_progress(args),
     )
     if report.n_images == 0:
@@ -151,7 +158,8 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             f"skipped: {reasons}{more})"
         )
     print(report.summary())
-    print(f"lung areas: {Path(args.out_dir) / 'lungs.csv'}")
+    out = Path(args.out_dir)
+    print(f"lung areas: {out / 'lungs.csv'} (all columns: {out / 'lungs.parquet'})")
     return 0
 
 
@@ -254,10 +262,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segment the lungs in every image of a folder",
         description=(
             "Write a 0/255 lung mask PNG per image (at the image's resolution), an overlay "
-            "in OUT_DIR/overlays/ and OUT_DIR/lungs.csv. Only files directly in IMAGES_DIR "
-            "are read; non-image and unreadable files are listed and skipped. MODEL may be a "
-            "cxrlib train-seg run folder. Exits with status 2 when no image could be "
-            "segmented."
+            "in OUT_DIR/overlays/, OUT_DIR/lungs.csv and OUT_DIR/lungs.parquet. Only files "
+            "directly in IMAGES_DIR are read; non-image and unreadable files are listed and "
+            "skipped. MODEL may be a cxrlib train-seg run folder. Resumable: finished "
+            "images are recorded in OUT_DIR/manifest/ and a rerun does only the rest. "
+            "Exits with status 2 when no image could be segmented."
         ),
     )
     seg.add_argument(
@@ -278,8 +287,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "bfloat16 model on a CPU without native bfloat16)"
         ),
     )
+    seg.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        default="auto",
+        help="inference runtime (auto: the fastest installed, see cxrlib.seg.runtime)",
+    )
+    seg.add_argument(
+        "--scheduler",
+        default="auto",
+        metavar="WHERE",
+        help=(
+            "inline (this process), local (a local Dask cluster of worker processes), "
+            "config (the scheduler of Dask's configuration), or a Dask scheduler address "
+            "such as tcp://10.0.0.5:8786 (auto: local from "
+            f"{LOCAL_CLUSTER_MIN_IMAGES} images on more than {LOCAL_CLUSTER_MIN_CORES} cores, "
+            "else inline)"
+        ),
+    )
+    seg.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes of a local cluster (one per two cores)",
+    )
     seg.add_argument("--no-postprocess", action="store_true", help="keep raw thresholded masks")
     seg.add_argument("--no-overlays", action="store_true", help="do not write overlays")
+    seg.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="also write a DICOM-SEG (OUT_DIR/dicom-seg/NAME.dcm) for each DICOM input",
+    )
+    seg.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the outputs of a segment run with other settings in OUT_DIR",
+    )
     seg.set_defaults(func=_cmd_segment)
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "MAX_PIXELS_ENV",
     "ImageReadError",
     "is_image_file",
+    "is_dicom_file",
     "max_pixels_limit",
     "image_size",
     "read_image",
@@ -152,7 +153,9 @@ def _existing(path: PathLike) -> Path:
     return path
 
 
-def _is_dicom(path: Path) -> bool:
+def is_dicom_file(path: PathLike) -> bool:
+    """Return True for a ``.dcm``/``.dicom`` file or one that starts like DICOM (any suffix)."""
+    path = Path(path)
     return path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path)
 
 
@@ -179,7 +182,7 @@ def image_size(path: PathLike, *, max_pixels: int | None = None) -> tuple[int, i
     """
     path = _existing(path)
     limit = max_pixels_limit(max_pixels)
-    if _is_dicom(path):
+    if is_dicom_file(path):
         width, height, _ = _dicom_header(path, limit)
         return width, height
     try:
@@ -227,7 +230,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """
     path = _existing(path)
     limit = max_pixels_limit(max_pixels)
-    if _is_dicom(path):
+    if is_dicom_file(path):
         return read_dicom(path, max_pixels=limit or 0)
     try:
         with _open_pil(path, limit) as image:

@@ -1,31 +1,33 @@
-"""Segment every radiograph of a folder: mask PNGs, overlays and ``lungs.csv``.
+"""Segment every radiograph of a folder: mask PNGs, overlays, ``lungs.csv`` and Parquet.
 
 :func:`segment_folder` segments every image in a folder with a model loaded by
-:func:`cxrlib.seg.inference.load_segmentation_model`: for each input it writes a 0/255
-mask PNG at the input's own resolution, an overlay PNG (:func:`overlay_image`) and one
-row of ``lungs.csv`` (:func:`lung_areas`).
+:func:`cxrlib.seg.runtime.load_predictor` (Keras, ONNX Runtime or OpenVINO): for each
+input it writes a 0/255 mask PNG at the input's own resolution, an overlay PNG
+(:func:`cxrlib.seg.outputs.overlay_image`), for DICOM inputs optionally a DICOM-SEG
+file, and one row of ``lungs.csv`` / ``lungs.parquet``
+(:func:`cxrlib.seg.outputs.lung_areas`).
 
-Folder rules (:func:`segment_folder`)
-    Only the files directly inside ``images_dir`` are segmented (not
-    recursive: masks are written flat into ``out_dir``, so sub-folders could
-    collide; sub-folders are listed as skipped). Files without an image suffix
-    (:func:`cxrlib.data.imageio.is_image_file`) and images that cannot be decoded are
-    listed in :attr:`SegmentReport.skipped` with the reason and never stop the
-    run. The mask of ``name.ext`` is ``out_dir/name.png`` (``name.ext.png`` if
-    two inputs share a stem); its overlay is ``out_dir/overlays/name.png``.
+Folder rules
+    Only the files directly inside ``images_dir`` are segmented (not recursive: masks
+    are written flat into ``out_dir``, so sub-folders could collide; sub-folders are
+    listed as skipped). Files without an image suffix (and not DICOM by content) and
+    images that cannot be decoded are listed in :attr:`SegmentReport.skipped` with the
+    reason and never stop the run. The mask of ``name.ext`` is ``out_dir/name.png``
+    (``name.ext.png`` if two inputs share a stem); its overlay is
+    ``out_dir/overlays/name.png``; its DICOM-SEG ``out_dir/dicom-seg/name.dcm``.
 
-Lung areas (``lungs.csv``)
-    ``lung_area_fraction`` is the mask's share of the image area.
-    The mask's connected components are assigned to a side by the column of
-    their centroid: on a posterior-anterior radiograph the patient's **right**
-    lung is on the image's **left** half. ``right_lung_area_fraction +
-    left_lung_area_fraction == lung_area_fraction``.
+Resumable
+    Finished batches are recorded in ``out_dir/manifest/``
+    (:class:`cxrlib.seg.manifest.Manifest`); a rerun segments only the images that
+    are not recorded (or changed since), so a killed run loses at most its unfinished
+    batches. Every file is written atomically.
 
-Speed
-    Reading and resizing the next batch (a thread pool) overlaps with the
-    prediction of the current one, and the up-sampling, post-processing and PNG
-    writing of finished batches run in a second pool, so the network is rarely
-    idle.
+Where it runs (``scheduler``)
+    ``"inline"``: in this process (reading ahead and writing behind in threads);
+    ``"local"``: a local Dask cluster of worker processes; an address or ``"config"``:
+    a running Dask cluster (:mod:`cxrlib.seg.cluster`); ``"auto"``: a local cluster
+    for big jobs on machines with cores to spare, else inline
+    (:func:`cxrlib.seg.scheduling.choose_scheduler`).
 """
 
 from __future__ import annotations
@@ -33,37 +35,29 @@ from __future__ import annotations
 import io
 import os
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-from scipy import ndimage
 from tqdm.auto import tqdm
 
-from cxrlib.data.imageio import ImageReadError, atomic_write_bytes, is_image_file, read_image
+from cxrlib.atomic import atomic_write_bytes
+from cxrlib.data.imageio import is_image_file
 from cxrlib.lock import run_lock
-from cxrlib.runs import remove_stale_temporaries
-from cxrlib.seg.inference import (
-    load_segmentation_model,
-    model_input_size,
-    predict_masks,
-    set_model_precision,
-)
-from cxrlib.seg.postprocess import postprocess_mask
+from cxrlib.runs import remove_stale_temporaries, sha256_file
+from cxrlib.seg.manifest import RECORD_COLUMNS, Manifest, SegmentJob
+from cxrlib.seg.outputs import lung_areas, overlay_image, overlay_indices
+from cxrlib.seg.pipeline import DICOM_SEG_DIR, OVERLAYS_DIR, SegmentOptions, segment_files
+from cxrlib.seg.scheduling import choose_scheduler, local_workers
 
 __all__ = [
     "LUNGS_COLUMNS",
     "SegmentReport",
     "lung_areas",
-    "overlay_indices",
     "overlay_image",
+    "overlay_indices",
     "segment_folder",
 ]
 
@@ -73,119 +67,9 @@ LUNGS_COLUMNS = (
     "right_lung_area_fraction",
     "left_lung_area_fraction",
 )
+"""Columns of ``lungs.csv``; ``lungs.parquet`` has every column of the manifest."""
 
-
-# --------------------------------------------------------------------------- outputs
-
-
-_EIGHT = np.ones((3, 3), bool)
-
-
-def _labels(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    labels, count = ndimage.label(mask, structure=_EIGHT)
-    return labels, int(count)
-
-
-def lung_areas(mask: np.ndarray) -> tuple[float, float, float]:
-    """Lung area fractions of one mask: total, patient's right, patient's left.
-
-    Parameters
-    ----------
-    mask : ndarray, bool, shape (H, W)
-
-    Returns
-    -------
-    (total, right, left) : tuple of float
-        Shares of the image area. Each 8-connected component goes to the side of
-        its centroid: the image's left half is the patient's right lung.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must have shape (H, W), got {mask.shape}")
-    labels, count = _labels(mask)
-    if count == 0:
-        return 0.0, 0.0, 0.0
-    height, width = mask.shape
-    flat = labels.ravel()
-    sizes = np.bincount(flat, minlength=count + 1)[1:]
-    columns = np.tile(np.arange(width, dtype=np.float64), height)
-    centroids = np.bincount(flat, weights=columns, minlength=count + 1)[1:] / sizes
-    on_image_left = centroids < (width - 1) / 2.0
-    area = float(mask.size)
-    right, left = float(sizes[on_image_left].sum()), float(sizes[~on_image_left].sum())
-    return (right + left) / area, right / area, left / area
-
-
-def _overlay_palette() -> list[int]:
-    grey = [2 * i + 1 for i in range(128)]
-    palette = [value for g in grey for value in (g, g, g)]
-    tint = np.array([26, 230, 77], np.float64)
-    for g in grey[:127]:
-        palette.extend(int(round(0.65 * g + 0.35 * t)) for t in tint)
-    palette.extend([255, 217, 0])  # outline
-    return palette
-
-
-_PALETTE = _overlay_palette()
-
-
-def overlay_indices(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Palette indices of the overlay: 128 grey levels, 127 tinted levels, an outline.
-
-    Parameters
-    ----------
-    image : ndarray, float, shape (H, W), values in [0, 1]
-    mask : ndarray, bool, shape (H, W)
-
-    Returns
-    -------
-    ndarray, uint8, shape (H, W)
-        0..127 grey outside the lungs, 128..254 tinted inside, 255 the outline.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    grey = (np.clip(np.asarray(image, np.float32), 0, 1) * 255.0).astype(np.uint8) >> 1
-    index = grey.copy()
-    index[mask] = 128 + np.minimum(grey[mask], 126)
-    width = max(1, min(mask.shape) // 512)
-    inner = mask.copy()
-    for _ in range(width):  # erode with a 4-neighbour cross (border pixels stay inside)
-        eroded = inner.copy()
-        eroded[1:, :] &= inner[:-1, :]
-        eroded[:-1, :] &= inner[1:, :]
-        eroded[:, 1:] &= inner[:, :-1]
-        eroded[:, :-1] &= inner[:, 1:]
-        inner = eroded
-    index[mask & ~inner] = 255
-    return index
-
-
-def overlay_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Grey radiograph with the lung mask tinted green and outlined in yellow.
-
-    Parameters
-    ----------
-    image : ndarray, float, shape (H, W), values in [0, 1]
-    mask : ndarray, bool, shape (H, W)
-
-    Returns
-    -------
-    ndarray, uint8, shape (H, W, 3)
-    """
-    palette = np.asarray(_PALETTE, np.uint8).reshape(-1, 3)
-    return palette[overlay_indices(image, mask)]
-
-
-def _png_bytes(array: np.ndarray, palette: list[int] | None = None) -> bytes:
-    """Encode a uint8 (H, W) array (or palette indices) as PNG, fast (zlib level 1)."""
-    picture = Image.fromarray(array)
-    if palette is not None:
-        picture.putpalette(palette)  # an "L" image becomes a palette ("P") image
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-# --------------------------------------------------------------------------- folder
+_SHARD_BATCHES = 4  # batches per Dask task: the unit a killed worker redoes
 
 
 @dataclass
@@ -198,16 +82,24 @@ class SegmentReport:
     model_size : (int, int)
         The model's input ``(H, W)``.
     table : pandas.DataFrame
-        The rows of ``lungs.csv`` (``file``, ``lung_area_fraction``,
-        ``right_lung_area_fraction``, ``left_lung_area_fraction``) plus
-        ``mask_path`` and ``overlay_path``.
+        One row per segmented image of the folder, this run's and earlier runs' (the
+        columns of :data:`cxrlib.seg.manifest.RECORD_COLUMNS`, output paths absolute).
     skipped : list of (str, str)
         ``(file name, reason)`` of every entry of the folder not segmented.
     seconds : float
-        Wall time from the first read to the last write.
+        Wall time from the end of the set-up to the last write.
     cpu_seconds : float
-        CPU time of this process (all threads) over the same span: on a shared
-        machine, ``n_images / cpu_seconds`` tells the cost better than the wall time.
+        CPU time of this process over the whole call (worker processes not counted).
+    setup_seconds : float
+        Wall time before the first image: checking the model, exporting it for another
+        runtime (once per model), reading the manifest, loading the model or starting
+        a cluster.
+    resumed : int
+        Images an earlier run had finished (not segmented again).
+    runtime : str
+        The inference runtime used.
+    scheduler : str
+        Where it ran (``"inline"``, ``"local"`` or the cluster's address).
     """
 
     out_dir: Path
@@ -216,36 +108,39 @@ class SegmentReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    setup_seconds: float = 0.0
+    resumed: int = 0
+    runtime: str = "keras"
+    scheduler: str = "inline"
 
     @property
     def n_images(self) -> int:
-        """Number of images segmented."""
+        """Number of images segmented (now or by an earlier run)."""
         return len(self.table)
 
     @property
+    def n_segmented(self) -> int:
+        """Images segmented by this call."""
+        return self.n_images - self.resumed
+
+    @property
     def images_per_s(self) -> float:
-        """Images segmented per second, end to end."""
-        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+        """Images segmented by this call per second, set-up not included."""
+        return self.n_segmented / self.seconds if self.seconds > 0 else float("nan")
 
     def summary(self) -> str:
         """A short human-readable description."""
+        resumed = f", {self.resumed} already done" if self.resumed else ""
         lines = [
-            f"segmented {self.n_images} image(s) into {self.out_dir} "
-            f"({self.images_per_s:.1f} images/s, {self.cpu_seconds:.1f} CPU s, "
-            f"model {self.model_size[0]}x{self.model_size[1]})"
+            f"segmented {self.n_segmented} image(s) into {self.out_dir}{resumed} "
+            f"({self.images_per_s:.1f} images/s, set-up {self.setup_seconds:.1f} s, "
+            f"{self.runtime} runtime, {self.scheduler}, model "
+            f"{self.model_size[0]}x{self.model_size[1]})"
         ]
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)}:")
+            lines.append(f"skipped {len(self.skipped)} of {self.n_images + len(self.skipped)}:")
             lines.extend(f"  {name}: {reason}" for name, reason in self.skipped)
         return "\n".join(lines)
-
-
-@dataclass
-class _Loaded:
-    name: str
-    image: np.ndarray | None  # (H, W) float32 original
-    resized: np.ndarray | None  # (h, w) float32
-    error: str | None = None
 
 
 def _list_folder(images_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -266,56 +161,15 @@ def _output_names(files: Sequence[Path]) -> list[str]:
     return [f"{f.name}.png" if f.stem in shared else f"{f.stem}.png" for f in files]
 
 
-def _load_one(path: Path, size: tuple[int, int]) -> _Loaded:
-    from cxrlib.preprocess import resize_image
-
-    try:
-        image = read_image(path)
-    except ImageReadError as error:
-        return _Loaded(path.name, None, None, error.reason)
-    return _Loaded(path.name, image, resize_image(image, size, method="area"))
-
-
-def _finish_one(
-    loaded: _Loaded,
-    probs: np.ndarray,
-    out_dir: Path,
-    out_name: str,
-    postprocess: bool,
-    threshold: float,
-    overlay: bool,
-) -> dict[str, Any]:
-    from cxrlib.preprocess import resize_image
-
-    image = loaded.image
-    assert image is not None
-    plane = probs[..., 0]
-    if plane.shape != image.shape:
-        plane = resize_image(plane, image.shape, method="area")
-    mask = plane > threshold
-    if postprocess:
-        mask = postprocess_mask(mask)
-    mask_path = out_dir / out_name
-    atomic_write_bytes(mask_path, _png_bytes(mask.astype(np.uint8) * 255))
-    overlay_path = None
-    if overlay:
-        overlay_path = out_dir / "overlays" / out_name
-        indices = overlay_indices(image, mask)
-        atomic_write_bytes(overlay_path, _png_bytes(indices, palette=_PALETTE))
-    total, right, left = lung_areas(mask)
-    return {
-        "file": loaded.name,
-        "lung_area_fraction": total,
-        "right_lung_area_fraction": right,
-        "left_lung_area_fraction": left,
-        "mask_path": str(mask_path),
-        "overlay_path": None if overlay_path is None else str(overlay_path),
-    }
-
-
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _validate(images_dir: Path, out_dir: Path, batch_size: object, threshold: float) -> None:
+    if not images_dir.is_dir():
+        raise ValueError(f"images folder {images_dir} does not exist or is not a folder")
+    if out_dir.resolve() == images_dir.resolve():
+        raise ValueError(f"out_dir {out_dir} is the images folder; choose another folder")
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
 
 
 def segment_folder(
@@ -327,16 +181,21 @@ def segment_folder(
     postprocess: bool = True,
     threshold: float = 0.5,
     overlays: bool = True,
+    dicom_seg: bool = False,
     precision: str | None = None,
-    workers: int | None = None,
+    runtime: str = "auto",
+    scheduler: str = "inline",
+    n_workers: int | None = None,
+    io_threads: int | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> SegmentReport:
-    """Segment every image directly inside a folder.
+    """Segment every image directly inside a folder (resumable).
 
     Parameters
     ----------
     model_path : path
-        A ``.keras`` segmentation model (:func:`load_segmentation_model`).
+        A ``.keras`` segmentation model (:func:`cxrlib.seg.inference.load_segmentation_model`).
     images_dir : path
         Folder of radiographs (PNG/JPEG/TIFF/BMP/DICOM, any size); not searched
         recursively.
@@ -349,115 +208,140 @@ def segment_folder(
     threshold : float, default 0.5
     overlays : bool, default True
         Write ``out_dir/overlays/<name>.png``.
+    dicom_seg : bool, default False
+        For DICOM inputs also write ``out_dir/dicom-seg/<name>.dcm`` (highdicom).
     precision : str, optional
-        Inference precision (see :func:`predict_masks`); None: as saved.
-    workers : int, optional
-        Threads for reading and for writing (each); default ``min(4, cores)``.
+        Inference precision; None: as saved (:func:`cxrlib.seg.runtime.load_predictor`).
+    runtime : {"auto", "keras", "onnx", "openvino"}, default "auto"
+        ``"auto"``: the fastest installed (:func:`cxrlib.seg.runtime.resolve_runtime`).
+    scheduler : str, default "inline"
+        ``"inline"``, ``"local"``, ``"auto"``, ``"config"`` or a Dask scheduler address
+        (module docstring).
+    n_workers : int, optional
+        Worker processes of a local cluster (:func:`cxrlib.seg.cluster.local_workers`).
+    io_threads : int, optional
+        Threads for reading and for writing (each) per process; default ``min(4, cores)``.
+    overwrite : bool, default False
+        Replace the outputs of a segment run with other settings in ``out_dir``.
     progress : bool, default True
 
     Returns
     -------
     SegmentReport
-        Also written: ``out_dir/lungs.csv`` (one row per segmented image, in
-        file-name order).
+        Also written: ``out_dir/lungs.csv`` (:data:`LUNGS_COLUMNS`) and
+        ``out_dir/lungs.parquet`` (every column), one row per segmented image in
+        file-name order.
 
     Raises
     ------
     ModelFileError
         Bad model file.
+    ManifestMismatchError
+        ``out_dir`` holds a run with other settings and ``overwrite`` is False.
     ValueError
-        Missing ``images_dir``, ``out_dir`` equal to it, bad ``batch_size``.
+        Missing ``images_dir``, ``out_dir`` equal to it, bad ``batch_size`` or ``threshold``.
     """
+    from cxrlib.seg.inference import check_model_file, model_file_input_size
+    from cxrlib.seg.runtime import export_model, load_predictor, resolve_runtime
+
+    start, cpu_start = time.perf_counter(), time.process_time()
     images_dir, out_dir = Path(images_dir), Path(out_dir)
-    if not images_dir.is_dir():
-        raise ValueError(f"images folder {images_dir} does not exist or is not a folder")
-    if out_dir.resolve() == images_dir.resolve():
-        raise ValueError(f"out_dir {out_dir} is the images folder; choose another folder")
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not 0 < threshold < 1:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
-    model = load_segmentation_model(model_path)
-    if precision is not None:
-        set_model_precision(model, precision)
-    size = model_input_size(model)
+    _validate(images_dir, out_dir, batch_size, threshold)
+    model_path = check_model_file(model_path).resolve()
+    runtime = resolve_runtime(runtime)
+    options = SegmentOptions(batch_size, postprocess, threshold, overlays, dicom_seg, io_threads)
     files, skipped = _list_folder(images_dir)
     names = dict(zip([f.name for f in files], _output_names(files), strict=True))
     out_dir.mkdir(parents=True, exist_ok=True)
     # One segment run per output folder; what a killed run's atomic writes left behind
     # (hidden .NAME.XXXXXXXX.part files) is removed before writing again.
     with run_lock(out_dir):
-        outputs = [*names.values(), "lungs.csv"]
-        for folder in (out_dir, out_dir / "overlays"):
+        outputs = [*names.values(), "lungs.csv", "lungs.parquet"]
+        for folder in (out_dir, out_dir / OVERLAYS_DIR):
             remove_stale_temporaries(folder, outputs)
-        return _segment_files(
-            model, files, skipped, names, size, out_dir,
-            batch_size=batch_size, postprocess=postprocess, threshold=threshold,
-            overlays=overlays, workers=workers, progress=progress,
-        )  # fmt: skip
+        dicom_names = [f"{Path(n).stem}.dcm" for n in names.values()]
+        remove_stale_temporaries(out_dir / DICOM_SEG_DIR, dicom_names)
+        if runtime != "keras":
+            export_model(model_path, runtime)
+        manifest = Manifest(out_dir)
+        remove_stale_temporaries(manifest.folder, ["done.parquet", "job.json"])
+        size = model_file_input_size(model_path)
+        job = SegmentJob(sha256_file(model_path), size, threshold, postprocess, overlays, dicom_seg)
+        manifest.start(job, overwrite=overwrite)
+        done = manifest.done(files)
+        todo = [f for f in files if f.name not in set(done["file"])]
+        where = choose_scheduler(scheduler, len(todo))
+        bar = tqdm(total=len(todo), desc="Segmenting", unit="img", disable=not progress)
+        with bar:
+            if where == "inline":
+                predictor = load_predictor(
+                    model_path, runtime, precision=precision, max_batch=batch_size
+                )
+                setup = time.perf_counter() - start
+                _, new_skips = segment_files(
+                    predictor, todo, names, out_dir, options, manifest, on_progress=bar.update
+                )
+            else:
+                setup, new_skips = _run_on_dask(
+                    where, n_workers, model_path, runtime, precision, todo, names, out_dir,
+                    options, bar.update, start,
+                )  # fmt: skip
+        table = _finish(manifest, files, out_dir)
+    skipped = sorted(skipped + new_skips)
+    seconds = time.perf_counter() - start - setup
+    cpu_seconds = time.process_time() - cpu_start
+    return SegmentReport(
+        out_dir, size, table, skipped, seconds, cpu_seconds, setup, len(done), runtime, where
+    )
 
 
-def _segment_files(
-    model: Any,
-    files: list[Path],
-    skipped: list[tuple[str, str]],
+def _run_on_dask(
+    where: str,
+    n_workers: int | None,
+    model_path: Path,
+    runtime: str,
+    precision: str | None,
+    todo: list[Path],
     names: dict[str, str],
-    size: tuple[int, int],
     out_dir: Path,
-    *,
-    batch_size: int,
-    postprocess: bool,
-    threshold: float,
-    overlays: bool,
-    workers: int | None,
-    progress: bool,
-) -> SegmentReport:
-    n_threads = workers or min(4, os.cpu_count() or 1)
-    prefetch = 2
-    rows: list[dict[str, Any]] = []
-    start, cpu_start = time.perf_counter(), time.process_time()
-    bar = tqdm(total=len(files), desc="Segmenting", unit="img", disable=not progress)
-    with (
-        ThreadPoolExecutor(n_threads, thread_name_prefix="cxr-read") as readers,
-        ThreadPoolExecutor(n_threads, thread_name_prefix="cxr-write") as writers,
-        bar,
-    ):
-        chunks = iter(list(_batches(files, batch_size)))
-        # read ahead: at most `prefetch` batches are being decoded while one is predicted
-        queue = deque(
-            [readers.submit(_load_one, p, size) for p in chunk]
-            for chunk in islice(chunks, prefetch)
+    options: SegmentOptions,
+    tick: object,
+    start: float,
+) -> tuple[float, list[tuple[str, str]]]:
+    from cxrlib.seg.cluster import PredictorSpec, dask_client, run_shards
+
+    threads = local_workers(n_workers)[1] if where == "local" else None
+    spec = PredictorSpec(str(model_path), runtime, precision, threads, options.batch_size)
+    per_shard = options.batch_size * _SHARD_BATCHES
+    shards = [todo[i : i + per_shard] for i in range(0, len(todo), per_shard)]
+    with dask_client(where, n_workers) as client:
+        setup = time.perf_counter() - start
+        _, skipped = run_shards(
+            client,
+            spec,
+            shards,
+            names,
+            out_dir,
+            options,
+            on_progress=tick,  # type: ignore[arg-type]
         )
-        pending: deque[Future[dict[str, Any]]] = deque()
-        while queue:
-            futures = queue.popleft()
-            next_chunk = next(chunks, None)
-            if next_chunk is not None:
-                queue.append([readers.submit(_load_one, p, size) for p in next_chunk])
-            loaded = [f.result() for f in futures]
-            good = [item for item in loaded if item.error is None]
-            for item in loaded:
-                if item.error is not None:
-                    skipped.append((item.name, f"unreadable image: {item.error}"))
-            bar.update(len(loaded) - len(good))
-            if not good:
-                continue
-            x = np.stack([item.resized for item in good])[..., None]
-            probs = predict_masks(model, x, batch_size=batch_size)
-            for item, prob in zip(good, probs, strict=True):
-                args = (item, prob, out_dir, names[item.name], postprocess, threshold, overlays)
-                future = writers.submit(_finish_one, *args)
-                future.add_done_callback(lambda _: bar.update(1))
-                pending.append(future)
-            # keep the write queue bounded (memory): collect finished writes in order
-            while len(pending) > batch_size * prefetch:
-                rows.append(pending.popleft().result())
-        rows.extend(future.result() for future in pending)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    table = pd.DataFrame(rows, columns=[*LUNGS_COLUMNS, "mask_path", "overlay_path"])
+    return setup, skipped
+
+
+def _finish(manifest: Manifest, files: Sequence[Path], out_dir: Path) -> pd.DataFrame:
+    """Compact the manifest; write ``lungs.csv`` and ``lungs.parquet`` for ``files``."""
+    manifest.compact()
+    table = manifest.done(files)
     table = table.sort_values("file", kind="stable").reset_index(drop=True)
     atomic_write_bytes(
         out_dir / "lungs.csv", table[list(LUNGS_COLUMNS)].to_csv(index=False).encode("utf-8")
     )
-    skipped.sort()
-    return SegmentReport(out_dir, size, table, skipped, seconds, cpu_seconds)
+    buffer = io.BytesIO()
+    table[list(RECORD_COLUMNS)].to_parquet(buffer, index=False)
+    atomic_write_bytes(out_dir / "lungs.parquet", buffer.getvalue())
+    absolute = table.copy()
+    for column in ("mask_path", "overlay_path", "dicom_seg_path"):
+        absolute[column] = [
+            None if not isinstance(v, str) else str(out_dir / v) for v in absolute[column]
+        ]
+    return absolute

@@ -10,6 +10,7 @@ Whole folders (mask and overlay PNGs, ``lungs.csv``) are :mod:`cxrlib.seg.folder
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "load_segmentation_model",
     "saved_precision",
     "model_input_size",
+    "model_file_input_size",
     "set_model_precision",
     "predict_masks",
 ]
@@ -171,6 +173,30 @@ def model_input_size(model: Any) -> tuple[int, int]:
     """Return the ``(H, W)`` of the model's input."""
     shape = tuple(model.inputs[0].shape)
     return int(shape[1]), int(shape[2])
+
+
+def model_file_input_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """The ``(H, W)`` input of a ``.keras`` model, read from its ``config.json`` (no Keras).
+
+    Cheap enough to call before deciding where a job runs; falls back to loading the
+    model (:func:`load_segmentation_model`) for an ``.h5`` file or an unusual config.
+    """
+    path = check_model_file(path)
+    if path.suffix.lower() == ".keras":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+            layers = config["config"]["layers"]
+            shapes = [
+                layer["config"]["batch_shape"]
+                for layer in layers
+                if layer.get("class_name") == "InputLayer"
+            ]
+            if len(shapes) == 1 and len(shapes[0]) == 4 and None not in shapes[0][1:3]:
+                return int(shapes[0][1]), int(shapes[0][2])
+        except (KeyError, TypeError, ValueError, zipfile.BadZipFile):
+            pass
+    return model_input_size(load_segmentation_model(path))
 
 
 def set_model_precision(model: Any, precision: str) -> None:
