@@ -14,14 +14,14 @@ from cxrlib.cli import build_parser, main
 from cxrlib.synthetic import write_dataset
 from cxrlib.tb.config import TBConfig
 
-FAST = ["--image-size", "64", "--splits", "2", "--repeats", "1"]
+FAST = ["--image-size", "64", "--splits", "2", "--repeats", "1", "--inner-splits", "3"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("cli_tb") / "phantoms"
     write_dataset(
-        out, n=24, size=64, seed=1, layout="plain", site_fraction=0.5, progress=False, n_jobs=1
+        out, n=40, size=64, seed=1, layout="plain", site_fraction=0.5, progress=False, n_jobs=1
     )
     return out
 
@@ -49,7 +49,10 @@ def test_defaults_are_the_best_offline_pipeline():
     assert args.image_size == config.image_size
     assert args.seg_epochs == config.seg_epochs
     assert (args.splits, args.repeats, args.seed) == (config.n_splits, config.n_repeats, 0)
+    assert (args.calibration, args.inner_splits) == (config.calibration, config.inner_splits)
     assert args.seg_model is None
+    classify_args = build_parser().parse_args(["classify", "RUN", "IMAGES", "--out", "p.csv"])
+    assert classify_args.operating_point == "who"
 
 
 def test_train_tb_prints_the_cross_validated_auc(data, seg_model, tmp_path, capsys):
@@ -59,10 +62,12 @@ def test_train_tb_prints_the_cross_validated_auc(data, seg_model, tmp_path, caps
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "TB run trained" in printed
-    assert "handcrafted + svm: 24 radiographs" in printed
+    assert "handcrafted + svm: 40 radiographs" in printed
     metrics = json.loads((out / "cv_metrics.json").read_text())["summary"]
     assert f"CV AUC {metrics['auc']:.3f} [95% CI {metrics['auc_low']:.3f}" in printed
-    assert "montgomery" in printed and "shenzhen" in printed and "WHO operating points" in printed
+    assert "montgomery" in printed and "shenzhen" in printed and "WHO target" in printed
+    assert "Brier score (calibration sigmoid" in printed
+    assert "thresholds saved for cxrlib classify: who " in printed
     assert main(argv) == 0
     assert "reused (same configuration and data)" in capsys.readouterr().out
 
@@ -77,7 +82,14 @@ def test_classify_writes_one_row_per_radiograph(run_dir, data, tmp_path, capsys)
     out = tmp_path / "predictions.csv"
     assert main(["-q", "classify", str(run_dir), str(folder), "--out", str(out)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["file", "probability", "prediction"]
+    assert list(table.columns) == [
+        "file",
+        "probability",
+        "prediction",
+        "operating_point",
+        "threshold",
+    ]
+    assert (table["operating_point"] == "who").all()
     assert sorted(table["file"]) == [f"scan-{i}.png" for i in range(5)]
     assert table["probability"].between(0, 1).all()
     assert set(table["prediction"]) <= {0, 1}

@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import roc_auc_score
 
 from cxrlib.tb.classifiers import ClassifierError
-from cxrlib.tb.crossval import cross_site, cross_validate, cv_table
+from cxrlib.tb.crossval import cross_validate, cv_table
 from cxrlib.tb.metrics import (
     auc_with_ci,
     binary_metrics,
@@ -20,6 +20,7 @@ from cxrlib.tb.metrics import (
     per_site_metrics,
     roc_with_ci,
 )
+from cxrlib.tb.transfer import cross_site
 
 # 4 normal, 6 TB; at 0.5: TN 3, FP 1 (index 2), TP 4, FN 2 (indices 6 and 9)
 Y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])

@@ -364,7 +364,7 @@ def test_info_finds_dicom_files_without_a_suffix(tmp_path, capsys):
 
 def test_segment_and_classify_inputs_skip_a_bomb(tmp_path):
     """The folder runners' readers (no model needed) list a bomb as unreadable."""
-    from cxrlib.seg.folder import _load_one
+    from cxrlib.seg.pipeline import _load_one
     from cxrlib.tb.classify import _images_to_classify
     from cxrlib.tb.inputs import _read_images
 

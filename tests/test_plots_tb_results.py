@@ -123,3 +123,23 @@ def test_saliency_grid_has_two_rows_and_a_colour_bar():
         plots_tb_results.saliency_grid(images, masks, maps[:2], ["a", "b", "c"])
     with pytest.raises(ValueError, match="does not match"):
         plots_tb_results.saliency_grid(images[:1], masks[:1], [heat[:8]], ["a"])
+
+
+def test_reliability_diagrams_draw_one_panel_per_site():
+    from cxrlib.tb.calibration import reliability_table
+
+    rng = np.random.default_rng(0)
+    p = rng.random(300)
+    y = (rng.random(300) < p).astype(int)
+    sites = np.where(np.arange(300) % 3 == 0, "montgomery", "shenzhen")
+    after = reliability_table(y, p, sites, n_bins=5)
+    before = reliability_table(y, np.clip(1.6 * p - 0.3, 0, 1), sites, n_bins=5)
+    fig = plots_tb_results.reliability_diagrams(after, before=before)
+    assert len(fig.axes) == 3
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["montgomery (n = 100)", "shenzhen (n = 200)", "all (n = 300)"]
+    assert fig.axes[0].get_legend() is not None
+    with pytest.raises(ValueError, match="lacks column"):
+        plots_tb_results.reliability_diagrams(after.drop(columns="observed"))
+    with pytest.raises(ValueError, match="no bin"):
+        plots_tb_results.reliability_diagrams(after.iloc[:0])

@@ -231,6 +231,14 @@ def test_cross_site_trains_on_one_site_and_tests_on_the_other(run):
     assert pairs == {("montgomery", "shenzhen"), ("shenzhen", "montgomery")}
     assert (table["n_train"] + table["n_test"] == 32).all()
     assert table["auc"].between(0, 1).all()
+    assert (table["threshold"] == 0.5).all() and len(table) == 2
+    transfer = run.transfer(n_boot=200)
+    assert len(transfer) == 6
+    assert sorted(set(transfer["operating_point"])) == ["0.5", "who", "youden"]
+    fixed = transfer[transfer["operating_point"] == "0.5"].reset_index(drop=True)
+    np.testing.assert_allclose(fixed["sensitivity"], table["sensitivity"])
+    who = transfer[transfer["operating_point"] == "who"]
+    assert (who["train_sensitivity"] >= 0.9).all()
 
 
 def test_train_tb_trains_its_own_segmentation_model(data, seg_model, tmp_path, monkeypatch):
@@ -303,12 +311,21 @@ def test_classify_an_unlabelled_folder_of_any_names(run, data, tmp_path):
     out = tmp_path / "out" / "predictions.csv"
     report = classify(run.run_dir, folder, out, progress=False, n_jobs=1)
     written = pd.read_csv(out)
-    assert list(written.columns) == ["file", "probability", "prediction"]
+    assert list(written.columns) == [
+        "file",
+        "probability",
+        "prediction",
+        "operating_point",
+        "threshold",
+    ]
     assert sorted(written["file"]) == sorted(
         ["patient 0.png", "patient 1.png", "patient 2.png", "nested/X RAY.PNG"]
     )
     assert written["probability"].between(0, 1).all()
-    assert (written["prediction"] == (written["probability"] >= 0.5).astype(int)).all()
+    threshold = load_predictor(run.run_dir).operating_points["who"]  # the default point
+    assert (written["operating_point"] == "who").all()
+    np.testing.assert_allclose(written["threshold"], threshold)
+    assert (written["prediction"] == (written["probability"] >= threshold).astype(int)).all()
     skipped = dict(report.skipped)
     assert "broken.png" in skipped and "notes.txt" in skipped
     assert "classified 4 radiograph(s)" in report.summary()

@@ -1,9 +1,9 @@
 """Figures of the TB classification results. Every function returns a Figure.
 
-Inputs are the tables of :mod:`cxrlib.tb.evaluate` and :mod:`cxrlib.tb.pipeline`
-(:func:`~cxrlib.tb.pipeline.compare_pipelines`, ``roc_with_ci``,
-``confusion_matrix_table``, ``operating_points``) and the occlusion maps of
-:mod:`cxrlib.tb.saliency`.
+Inputs are the tables of :mod:`cxrlib.tb.metrics`, :mod:`cxrlib.tb.calibration` and
+:mod:`cxrlib.book.tb_experiments` (:func:`~cxrlib.book.tb_experiments.compare_pipelines`,
+``roc_with_ci``, ``confusion_matrix_table``, ``operating_points``,
+``reliability_table``) and the occlusion maps of :mod:`cxrlib.tb.saliency`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "pipeline_comparison",
     "roc_curves",
     "confusion_matrix",
+    "reliability_diagrams",
     "saliency_grid",
 ]
 
@@ -226,6 +227,102 @@ def confusion_matrix(table: pd.DataFrame, *, title: str | None = None, size: flo
     ax.set_yticks([0, 1], list(table.index), fontsize=8)
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+_RELIABILITY_COLUMNS = ("site", "count", "mean_predicted", "observed")
+
+
+def reliability_diagrams(
+    table: pd.DataFrame,
+    *,
+    before: pd.DataFrame | None = None,
+    size: float = 3.2,
+) -> Figure:
+    """Reliability diagrams, one panel per site: observed fraction of TB against prediction.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`cxrlib.tb.calibration.reliability_table` (e.g. of the calibrated
+        out-of-fold probabilities); a panel per ``site``, in the table's order.
+    before : pandas.DataFrame, optional
+        The same of the uncalibrated probabilities, drawn in grey for comparison.
+    size : float, default 3.2
+        Panel side in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        In each panel: the diagonal (a calibrated classifier), each bin's observed
+        fraction with its Wilson interval at its mean predicted probability (marker
+        area grows with the bin's count, which is also shown as grey bars at the
+        bottom), and the panel's number of radiographs in the title.
+    """
+    import matplotlib.pyplot as plt
+
+    for name, frame in (("table", table), ("before", before)):
+        if frame is None:
+            continue
+        missing = sorted(set(_RELIABILITY_COLUMNS) - set(frame.columns))
+        if missing:
+            raise ValueError(f"{name} lacks column(s) {missing} (see reliability_table)")
+    if table.empty:
+        raise ValueError("table has no bin: nothing to plot")
+    sites = list(dict.fromkeys(table["site"]))
+    fig, axes = plt.subplots(
+        1, len(sites), figsize=(size * len(sites), size + 0.4), squeeze=False, sharey=True
+    )
+    for ax, site in zip(axes[0], sites, strict=True):
+        part = table[table["site"] == site]
+        ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=0.9)
+        if "bin_low" in part and "bin_high" in part:
+            widths = (part["bin_high"] - part["bin_low"]).to_numpy(float)
+            share = part["count"].to_numpy(float) / part["count"].max() * 0.15
+            ax.bar(part["bin_low"], share, width=widths, align="edge", color="0.85", zorder=0)
+        if before is not None:
+            old = before[before["site"] == site]
+            ax.plot(
+                old["mean_predicted"],
+                old["observed"],
+                marker="s",
+                markersize=3,
+                color="0.55",
+                linewidth=0.8,
+                label="uncalibrated",
+            )
+        errors = None
+        if {"observed_low", "observed_high"} <= set(part.columns):
+            errors = [
+                (part["observed"] - part["observed_low"]).to_numpy(float),
+                (part["observed_high"] - part["observed"]).to_numpy(float),
+            ]
+        ax.errorbar(
+            part["mean_predicted"],
+            part["observed"],
+            yerr=errors,
+            color=_COLORS[0],
+            linewidth=1.2,
+            capsize=2,
+            label="calibrated" if before is not None else None,
+        )
+        ax.scatter(
+            part["mean_predicted"],
+            part["observed"],
+            s=8 + 60 * part["count"] / part["count"].max(),
+            color=_COLORS[0],
+            zorder=3,
+        )
+        ax.set_title(f"{site} (n = {int(part['count'].sum())})", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("predicted TB probability", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("observed fraction with TB", fontsize=8)
+    if before is not None:
+        axes[0, 0].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     return fig
 

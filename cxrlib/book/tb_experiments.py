@@ -82,6 +82,8 @@ def compare_pipelines(
     seed: int = 0,
     n_boot: int = 2000,
     threshold: float = 0.5,
+    calibration: str = "none",
+    inner_splits: int | None = None,
     progress: bool = False,
     return_results: bool = False,
 ) -> pd.DataFrame | tuple[pd.DataFrame, dict[tuple[str, str], Any]]:
@@ -103,6 +105,9 @@ def compare_pipelines(
     n_boot : int, default 2000
         Bootstrap resamples of the AUC interval.
     threshold : float, default 0.5
+    calibration, inner_splits
+        See :func:`cxrlib.tb.crossval.cross_validate` (default: no inner
+        cross-validation, the fastest way to compare pipelines by AUC).
     progress : bool, default False
         A progress bar over the pipelines.
     return_results : bool, default False
@@ -138,7 +143,15 @@ def compare_pipelines(
             X = np.asarray(X)
             for clf in classifiers:
                 cv = cross_validate(
-                    X, y, strata, clf, n_splits=n_splits, n_repeats=n_repeats, seed=seed
+                    X,
+                    y,
+                    strata,
+                    clf,
+                    n_splits=n_splits,
+                    n_repeats=n_repeats,
+                    seed=seed,
+                    calibration=calibration,
+                    inner_splits=inner_splits,
                 )
                 summary = cv.summary(threshold=threshold, n_boot=n_boot, seed=seed)
                 rows.append(
@@ -240,7 +253,8 @@ def compare_masks(
 
     On the radiographs of ``result`` that have a ground-truth mask, the run's
     features are computed again with the ground-truth masks, and both feature sets
-    (ground truth, predicted) are cross-validated like the run.
+    (ground truth, predicted) are cross-validated like the run (its calibration and
+    inner folds included).
 
     Parameters
     ----------
@@ -309,5 +323,7 @@ def compare_masks(
         seed=config.seed,
         n_boot=n_boot,
         threshold=config.threshold,
+        calibration=config.calibration,
+        inner_splits=result.cv.inner_splits,
     )
     return table, dice

@@ -6,8 +6,9 @@ offline on the real development set: lung masks predicted by a ResUNet trained
 for the run (the CPU recipe, 15 epochs), hand-crafted lung features at 512 x 512
 and an L2 logistic regression, cross-validated 5-fold x 2.
 
-``cxrlib classify RUN_DIR IMAGES_DIR --out predictions.csv`` writes the TB
-probability of every radiograph in a folder with :func:`cxrlib.tb.classify.classify`.
+``cxrlib classify RUN_DIR IMAGES_DIR --out predictions.csv`` writes the calibrated TB
+probability of every radiograph in a folder and its call at an operating point
+(``--operating-point who|youden|0.5|<number>``) with :func:`cxrlib.tb.classify.classify`.
 
 :func:`register` adds both commands to the ``cxrlib`` parser
 (:func:`cxrlib.cli.build_parser` calls it).
@@ -26,7 +27,7 @@ from cxrlib.cli.args import (
     show_progress,
 )
 
-__all__ = ["register", "parse_names"]
+__all__ = ["operating_point", "parse_names", "register"]
 
 _DEFAULTS = {
     "features": "handcrafted",
@@ -36,8 +37,12 @@ _DEFAULTS = {
     "splits": 5,
     "repeats": 2,
     "seed": 0,
+    "calibration": "sigmoid",
+    "inner_splits": 5,
+    "operating_point": "who",
 }
 _CLASSIFIERS = ("logreg", "svm", "gboost", "mlp")
+_CALIBRATIONS = ("sigmoid", "isotonic", "none")
 
 
 def parse_names(text: str) -> tuple[str, ...]:
@@ -46,6 +51,17 @@ def parse_names(text: str) -> tuple[str, ...]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
     return names
+
+
+def operating_point(text: str) -> str:
+    """Check ``--operating-point``: ``who``, ``youden`` or a number in (0, 1) (argparse type)."""
+    from cxrlib.tb.operating import parse_operating_point
+
+    try:
+        name, _ = parse_operating_point(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return name
 
 
 def _print_result(result) -> None:
@@ -66,13 +82,35 @@ def _print_result(result) -> None:
             f"  {site:12s} n={int(row['n']):4d}  AUC {row['auc']:.3f} "
             f"[{row['auc_low']:.3f}, {row['auc_high']:.3f}]  accuracy {row['accuracy']:.3f}"
         )
-    print("WHO operating points (sensitivity >= 0.90 at specificity >= 0.70):")
-    for name, row in result.operating_points().iterrows():
-        verdict = "meets the target" if row["meets_target"] else "misses the target"
+    brier = result.brier(n_boot=1000)
+    print(f"Brier score (calibration {config.calibration}; lower is better):")
+    for site, row in brier.iterrows():
+        before = ""
+        if "uncalibrated_brier" in row:
+            before = f"  (uncalibrated {row['uncalibrated_brier']:.3f})"
         print(
-            f"  {name}: sensitivity {row['sensitivity']:.3f}, specificity "
-            f"{row['specificity']:.3f} (threshold {row['threshold']:.3f}, {verdict})"
+            f"  {site:12s} {row['brier']:.3f} [{row['brier_low']:.3f}, {row['brier_high']:.3f}]"
+            f"{before}"
         )
+    print(
+        "operating points, thresholds chosen inside the folds (WHO target: sensitivity "
+        ">= 0.90 at specificity >= 0.70):"
+    )
+    for row in result.nested_operating_points().itertuples(index=False):
+        verdict = "meets the target" if row.meets_target else "misses the target"
+        if row.ci_excludes_target:
+            verdict += ", CI excludes it"
+        print(
+            f"  {row.operating_point:6s} {row.site:12s} sensitivity {row.sensitivity:.3f} "
+            f"[{row.sensitivity_low:.3f}, {row.sensitivity_high:.3f}]  specificity "
+            f"{row.specificity:.3f} [{row.specificity_low:.3f}, {row.specificity_high:.3f}] "
+            f"(threshold {row.threshold:.3f}; {verdict})"
+        )
+    saved = ", ".join(
+        f"{name} {point['threshold']:.3f}" for name, point in result.final_operating_points.items()
+    )
+    if saved:
+        print(f"thresholds saved for cxrlib classify: {saved}")
     if result.skipped:
         print(f"left out {len(result.skipped)} radiograph(s):")
         for path, reason in result.skipped:
@@ -98,6 +136,8 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
         seed=args.seed,
         n_splits=args.splits,
         n_repeats=args.repeats,
+        calibration=args.calibration,
+        inner_splits=args.inner_splits,
     )
     result = train_tb(
         data_dir,
@@ -116,7 +156,13 @@ def _cmd_train_tb(args: argparse.Namespace) -> int:
 def _cmd_classify(args: argparse.Namespace) -> int:
     from cxrlib.tb.classify import classify
 
-    report = classify(args.run_dir, args.images_dir, args.out, progress=show_progress(args))
+    report = classify(
+        args.run_dir,
+        args.images_dir,
+        args.out,
+        operating_point=args.operating_point,
+        progress=show_progress(args),
+    )
     print(report.summary())
     return 0
 
@@ -130,9 +176,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Predict the lungs of every labelled radiograph in DATA_DIR with a segmentation "
             "model (--seg-model, or one trained into RUN_DIR/segmentation on the radiographs "
             "that have masks), compute features inside the lungs, cross-validate a "
-            "classifier (AUC with 95% CI, WHO operating points, per site) and fit it on all "
-            "radiographs. Writes tb_model.joblib, tb_config.json, cv_metrics.json and "
-            "oof_predictions.csv into RUN_DIR; a second run with the same settings and data "
+            "classifier, calibrated on inner folds (AUC with 95% CI, Brier score, sensitivity "
+            "and specificity per site at operating points whose thresholds are chosen inside "
+            "the folds) and fit it on all radiographs. Writes tb_model.joblib, "
+            "tb_config.json, cv_metrics.json, oof_predictions.csv and fold_thresholds.csv "
+            "into RUN_DIR; a second run with the same settings and data "
             "reuses them. Defaults: hand-crafted features at 512 px + logistic regression, "
             "5-fold x 2 (about 15-25 min on 2 CPU cores for 640 radiographs, segmentation "
             "training included)."
@@ -182,6 +230,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--repeats", type=positive_int, default=_DEFAULTS["repeats"], help="CV repeats (2)"
     )
+    train.add_argument(
+        "--calibration",
+        choices=_CALIBRATIONS,
+        default=_DEFAULTS["calibration"],
+        help=(
+            "calibration of the probability on inner folds of every training set: Platt's "
+            f"sigmoid, isotonic regression or none ({_DEFAULTS['calibration']})"
+        ),
+    )
+    train.add_argument(
+        "--inner-splits",
+        type=positive_int,
+        default=_DEFAULTS["inner_splits"],
+        help=(
+            "folds of the inner cross-validation inside each training part, which "
+            "calibrates and chooses the thresholds of the operating points "
+            f"({_DEFAULTS['inner_splits']})"
+        ),
+    )
     train.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="(0)")
     train.add_argument(
         "--overwrite", action="store_true", help="replace a different run in RUN_DIR"
@@ -190,18 +257,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     cls = subparsers.add_parser(
         "classify",
-        help="write the TB probability of every radiograph in a folder",
+        help="write the TB probability and call of every radiograph in a folder",
         description=(
             "Segment the lungs of every radiograph in IMAGES_DIR (any depth, any names) with "
             "the run's own segmentation model, compute the run's features and write "
-            "file,probability,prediction (1 = TB) to --out. Unreadable files are listed "
-            "and skipped. Works offline."
+            "file,probability,prediction,operating_point,threshold to --out: the "
+            "calibrated TB probability, and the call (1 = TB) when it reaches the "
+            "threshold of the operating point. Unreadable files are listed and skipped. "
+            "Works offline."
         ),
     )
     cls.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a cxrlib train-tb run")
     cls.add_argument("images_dir", type=Path, metavar="IMAGES_DIR", help="folder of images")
     cls.add_argument(
         "--out", type=Path, required=True, metavar="CSV", help="predictions CSV to write"
+    )
+    cls.add_argument(
+        "--operating-point",
+        type=operating_point,
+        default=_DEFAULTS["operating_point"],
+        metavar="who|youden|0.5|NUMBER",
+        help=(
+            "threshold of the TB call: 'who' (default) is the run's threshold for a "
+            "sensitivity of at least 0.90 with the best specificity (the WHO target for a "
+            "triage test, which should miss few TB cases; chosen on out-of-fold "
+            "probabilities of the training radiographs); 'youden' maximises sensitivity + "
+            "specificity; a number in (0, 1) is a fixed threshold (0.5 works for runs made "
+            "before calibration, which saved no thresholds)"
+        ),
     )
     cls.set_defaults(func=_cmd_classify)
 

@@ -1,8 +1,10 @@
 """A finished TB pipeline as one object: :class:`TBPredictor`, read by :func:`load_predictor`.
 
-The predictor holds the run's segmentation model, its feature settings and its fitted
-classifier: :meth:`TBPredictor.prepare` turns image files into images and predicted lung
-masks, :meth:`TBPredictor.score` turns those into TB probabilities.
+The predictor holds the run's segmentation model, its feature settings, its fitted
+(calibrated) classifier and the thresholds of its named operating points:
+:meth:`TBPredictor.prepare` turns image files into images and predicted lung masks,
+:meth:`TBPredictor.score` turns those into TB probabilities, and
+:meth:`TBPredictor.operating_point` says at which threshold a probability is called TB.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from typing import Any
 import joblib
 import numpy as np
 
-from cxrlib.runs import read_json
 from cxrlib.tb.config import TBConfig
 from cxrlib.tb.feature_sets import extract_combined
 from cxrlib.tb.inputs import TBInputs, as_seg_model, prepare_inputs
-from cxrlib.tb.rundir import TBRunError, check_tb_run
+from cxrlib.tb.operating import parse_operating_point
+from cxrlib.tb.rundir import TBRunError, check_tb_run, read_stored_config
 
 __all__ = ["TBPredictor", "load_predictor"]
 
@@ -38,6 +40,12 @@ class TBPredictor:
     feature_names : list of str, optional
     seg_equalize : {None, "hist", "clahe"}
         Equalization of the segmentation model's inputs (see :func:`prepare_inputs`).
+    operating_points : dict, optional
+        Rule name (``"who"``, ``"youden"``) -> threshold (float), chosen on the inner
+        out-of-fold probabilities of all training radiographs. Empty for runs made
+        before calibration (format < 3).
+    calibration : str, default "none"
+        How :attr:`classifier`'s probability is calibrated.
     """
 
     def __init__(
@@ -48,6 +56,8 @@ class TBPredictor:
         n_features: int,
         feature_names: Sequence[str] | None = None,
         seg_equalize: str | None = None,
+        operating_points: dict[str, float] | None = None,
+        calibration: str = "none",
     ) -> None:
         self.classifier = classifier
         self.config = config
@@ -55,6 +65,40 @@ class TBPredictor:
         self.n_features = int(n_features)
         self.feature_names = list(feature_names or [])
         self.seg_equalize = seg_equalize
+        self.operating_points = {k: float(v) for k, v in (operating_points or {}).items()}
+        self.calibration = calibration
+
+    def operating_point(self, point: str | float) -> tuple[str, float]:
+        """The name and threshold of an operating point.
+
+        Parameters
+        ----------
+        point : str or float
+            ``"who"``, ``"youden"`` (the run's saved thresholds) or a threshold in
+            (0, 1), e.g. ``0.5`` or ``"0.5"``.
+
+        Returns
+        -------
+        (name, threshold) : (str, float)
+
+        Raises
+        ------
+        ValueError
+            For anything else.
+        TBRunError
+            For a rule the run has no threshold for (a run made before calibration).
+        """
+        name, value = parse_operating_point(point)
+        if value is not None:
+            return name, value
+        if name not in self.operating_points:
+            raise TBRunError(
+                f"this TB run has no saved threshold for the operating point {name!r}: it was "
+                "made by an older cxrlib, before calibrated probabilities and nested "
+                "thresholds; retrain it with cxrlib train-tb (--overwrite), or pass a fixed "
+                "threshold such as --operating-point 0.5"
+            )
+        return name, self.operating_points[name]
 
     @property
     def image_size(self) -> int:
@@ -123,10 +167,7 @@ def load_predictor(run_dir: str | os.PathLike[str]) -> TBPredictor:
         If ``run_dir`` is not a finished TB run (the message says what it is).
     """
     path = check_tb_run(run_dir)
-    stored = read_json(path / "tb_config.json")
-    if not isinstance(stored, dict) or "config" not in stored:
-        raise TBRunError(f"{path / 'tb_config.json'} is not a readable TB configuration")
-    config = TBConfig.from_dict(stored["config"])
+    stored, config = read_stored_config(path)
     seg_path = path / stored["seg_model"]
     if not seg_path.is_file():
         raise TBRunError(f"the run's segmentation model {seg_path} is missing")
@@ -138,4 +179,8 @@ def load_predictor(run_dir: str | os.PathLike[str]) -> TBPredictor:
         stored["n_features"],
         stored.get("feature_names"),
         seg_equalize=stored.get("seg_equalize"),
+        operating_points={
+            name: point["threshold"] for name, point in stored.get("operating_points", {}).items()
+        },
+        calibration=config.calibration,
     )

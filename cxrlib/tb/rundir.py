@@ -7,18 +7,30 @@ Files of a run folder (each written atomically: temporary file + rename):
     :func:`cxrlib.tb.classify.classify` refuses folders without it and names the command
     that made them.
 ``tb_model.joblib``
-    The fitted classifier pipeline (:func:`cxrlib.tb.classifiers.make_classifier`).
+    The fitted classifier: a :class:`~cxrlib.tb.calibration.InnerCalibrated` around the
+    :func:`cxrlib.tb.classifiers.make_classifier` pipeline (format 3; before, the bare
+    pipeline).
 ``tb_config.json``
     The :class:`~cxrlib.tb.config.TBConfig`, the feature names and dimension, the
     segmentation model (a path relative to the run folder), counts, skipped files,
-    timings, versions.
+    timings, versions; ``calibration`` and ``operating_points`` (format 3: rule ->
+    ``threshold``, ``sensitivity``, ``specificity``, ``meets_target``, ``degenerate``,
+    chosen on the final model's inner out-of-fold probabilities of all radiographs),
+    which ``cxrlib classify --operating-point`` uses.
 ``cv_metrics.json``
     Cross-validation summary (AUC with CI, accuracy, sensitivity, specificity),
-    classification report, confusion matrix, WHO operating points, per-site table.
+    classification report, confusion matrix, WHO operating points (in-sample), per-site
+    table; format 3 adds ``brier`` (per site, before and after calibration) and
+    ``nested_operating_points`` (per site and operating point, thresholds chosen
+    inside the folds).
 ``oof_predictions.csv``
     One row per radiograph: ``id, site, label, file, probability`` (mean over the
-    repeats), ``proba_r<k>``, ``fold_r<k>`` of every repeat and ``mask_file`` (the
-    ground-truth mask, if any: a path or a JSON list of paths).
+    repeats), ``proba_r<k>``, ``fold_r<k>`` (and, format 3, ``uncalibrated_r<k>``) of
+    every repeat and ``mask_file`` (the ground-truth mask, if any: a path or a JSON
+    list of paths).
+``fold_thresholds.csv``
+    Format 3: the nested thresholds, one row per repeat, outer fold and rule
+    (:data:`cxrlib.tb.crossval.THRESHOLD_COLUMNS`).
 ``features.npz``
     ``X`` (``float32 (N, D)``), ``feature_names`` and ``ids``.
 ``segmentation/`` or ``seg_model.keras``
@@ -36,6 +48,7 @@ from typing import Any
 
 from cxrlib.errors import CxrlibError
 from cxrlib.runs import read_json
+from cxrlib.tb.config import TBConfig
 
 __all__ = [
     "RUN_MARKER",
@@ -49,6 +62,7 @@ __all__ = [
     "listed",
     "mask_text",
     "mask_value",
+    "read_stored_config",
 ]
 
 #: Name of the marker file that identifies a TB run folder.
@@ -56,8 +70,8 @@ RUN_MARKER = "cxrlib_run.json"
 #: The ``run_type`` written in the marker.
 RUN_TYPE = "cxrlib-tb-run"
 #: Bump when the files or the procedure change: old runs get a new key (2: the key of
-#: :func:`cxrlib.runs.run_key`).
-TB_FORMAT_VERSION = 2
+#: :func:`cxrlib.runs.run_key`; 3: calibrated probabilities, nested thresholds).
+TB_FORMAT_VERSION = 3
 #: Files a TB run writes into its folder (deleted by ``overwrite=True``).
 TB_RUN_FILES: tuple[str, ...] = (
     RUN_MARKER,
@@ -66,6 +80,7 @@ TB_RUN_FILES: tuple[str, ...] = (
     "cv_metrics.json",
     "oof_predictions.csv",
     "features.npz",
+    "fold_thresholds.csv",
     "seg_model.keras",
 )
 #: Sub-folder of a TB run where its segmentation model is trained.
@@ -121,6 +136,28 @@ def check_tb_run(run_dir: str | os.PathLike[str]) -> Path:
     if missing:
         raise TBRunError(f"RUN_DIR {path} is a TB run but lacks {missing}; retrain it")
     return path
+
+
+def read_stored_config(path: Path) -> tuple[dict[str, Any], TBConfig]:
+    """``tb_config.json`` of a TB run folder and its :class:`TBConfig`.
+
+    Runs made before format 3 did not calibrate and have no ``calibration`` field: their
+    config reads as ``calibration="none"`` (not the current default), so that what the
+    run did is what it says.
+
+    Raises
+    ------
+    TBRunError
+        If the file is missing or unreadable.
+    """
+    stored = read_json(path / "tb_config.json")
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise TBRunError(f"{path / 'tb_config.json'} is not a readable TB configuration")
+    values = {"calibration": "none", **stored["config"]}
+    try:
+        return stored, TBConfig.from_dict(values)
+    except ValueError as error:
+        raise TBRunError(f"{path / 'tb_config.json'}: {error}") from error
 
 
 def mask_text(value: Any) -> str:

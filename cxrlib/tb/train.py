@@ -8,8 +8,12 @@ one run folder (:mod:`cxrlib.tb.rundir` lists its files)::
        (a given model, or one trained with cxrlib.seg.train.train_segmentation)
     -> features (cxrlib.tb.features; hand-crafted lung features by default)
     -> repeated stratified cross-validation (cxrlib.tb.crossval): out-of-fold
-       probabilities, AUC with a bootstrap CI, report, WHO operating points, per site
-    -> the final classifier, fitted on every radiograph
+       probabilities, calibrated on inner folds of each training part, AUC with a
+       bootstrap CI, Brier scores, report, per site; the thresholds of the operating
+       points "who" and "youden" chosen inside each training part (nested) and scored
+       on its test fold
+    -> the final classifier, fitted and calibrated the same way on every radiograph,
+       with thresholds chosen by the same rules on its inner out-of-fold probabilities
 
 Load-or-train
     The run's key (:func:`cxrlib.runs.run_key`) is the SHA-256 of the configuration, the
@@ -50,11 +54,12 @@ from cxrlib.runs import (
 )
 from cxrlib.seg.inference import load_segmentation_model
 from cxrlib.seg.train import train_segmentation
-from cxrlib.tb.classifiers import make_classifier
 from cxrlib.tb.config import TBConfig
 from cxrlib.tb.crossval import CVResult, cross_validate
 from cxrlib.tb.feature_sets import extract_combined
+from cxrlib.tb.fitting import fit_classifier
 from cxrlib.tb.inputs import find_seg_model, prepare_inputs, seg_model_equalize
+from cxrlib.tb.operating import choose_thresholds
 from cxrlib.tb.result import TBRunResult, load_run
 from cxrlib.tb.rundir import (
     RUN_MARKER,
@@ -136,15 +141,20 @@ def _obtain_seg_model(
 
 def _cv_metrics(result: TBRunResult, n_boot: int) -> dict[str, Any]:
     report = result.classification_report()
+    nested = result.nested_operating_points()
     return {
         "summary": result.summary(n_boot=n_boot),
         "threshold": result.config.threshold,
+        "calibration": result.config.calibration,
         "classification_report": report.to_dict(orient="index"),
         "confusion_matrix": result.confusion_matrix().to_dict(orient="index"),
         "operating_points": result.operating_points().to_dict(orient="index"),
+        "nested_operating_points": nested.to_dict(orient="records"),
+        "brier": result.brier(n_boot=n_boot).to_dict(orient="index"),
         "per_site": result.per_site().to_dict(orient="index"),
         "n_splits": result.config.n_splits,
         "n_repeats": result.config.n_repeats,
+        "inner_splits": result.config.inner_splits,
     }
 
 
@@ -162,6 +172,8 @@ def _oof_table(table: pd.DataFrame, cv: CVResult) -> pd.DataFrame:
     for r in range(cv.proba.shape[0]):
         out[f"proba_r{r}"] = cv.proba[r]
         out[f"fold_r{r}"] = cv.folds[r]
+        if cv.uncalibrated is not None:
+            out[f"uncalibrated_r{r}"] = cv.uncalibrated[r]
     out["mask_file"] = masks
     return out
 
@@ -371,6 +383,8 @@ def _train_locked(
         n_splits=config.n_splits,
         n_repeats=config.n_repeats,
         seed=config.seed,
+        calibration=config.calibration,
+        inner_splits=config.inner_splits,
         progress=progress,
     )
     timings["cv_seconds"] = time.perf_counter() - tick
@@ -378,7 +392,16 @@ def _train_locked(
     # one BLAS thread, as in cross_validate: the matrices are small, and on a busy
     # machine more threads made this fit several times slower
     with threadpool_limits(limits=1, user_api="blas"):
-        final = make_classifier(config.classifier, seed=config.seed).fit(X, y)
+        final = fit_classifier(
+            config.classifier,
+            X,
+            y,
+            seed=config.seed,
+            calibration=config.calibration,
+            inner_splits=config.inner_splits,
+        )
+    # the same rules as inside every outer fold, on the final model's inner folds
+    final_points = choose_thresholds(y, final.oof_proba_)
     timings["fit_seconds"] = time.perf_counter() - tick
 
     result = TBRunResult(
@@ -395,10 +418,12 @@ def _train_locked(
         skipped=inputs.skipped,
         timings=timings,
         inputs=inputs,
+        final_operating_points=final_points,
     )
     _save_classifier(run_dir / "tb_model.joblib", final)
     _save_features(run_dir / "features.npz", X, names, used["id"].astype(str).tolist())
     write_csv(run_dir / "oof_predictions.csv", _oof_table(used, cv))
+    write_csv(run_dir / "fold_thresholds.csv", cv.thresholds)
     write_json(run_dir / "cv_metrics.json", _cv_metrics(result, n_boot))
     timings["total_seconds"] = time.perf_counter() - start
     by_site = used.groupby(["site", "label"]).size()
@@ -411,6 +436,8 @@ def _train_locked(
             "feature_names": names,
             "seg_model": seg_rel,
             "seg_equalize": seg_equalize,
+            "calibration": config.calibration,
+            "operating_points": final_points,
             "seg_model_source": str(seg_path) if seg_path else "trained for this run",
             "data_dir": str(data_dir.resolve()),
             "n_images": len(used),
