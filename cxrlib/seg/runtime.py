@@ -27,22 +27,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from cxrlib.errors import CxrlibError
-from cxrlib.precision import PRECISION_CHOICES, cpu_supports_bf16
+from cxrlib.precision import PRECISION_CHOICES
 from cxrlib.runs import sha256_file
-from cxrlib.seg.inference import _as_batch, check_model_file
+from cxrlib.seg.inference import check_model_file
 from cxrlib.seg.runtime_export import (
+    BasePredictor,
     ExportError,
+    OnnxPredictor,
+    OpenVinoPredictor,
     file_saved_precision,
     find_export,
+    load_artefact,
+    runtime_precision,
     write_export,
 )
 
@@ -129,9 +133,7 @@ def available_runtimes() -> tuple[str, ...]:
     Cheap: looks the packages up without importing them.
     """
     return tuple(
-        r
-        for r in RUNTIMES
-        if all(_installed(p) for p in (*_RUN_PACKAGES[r], *_EXPORT_PACKAGES[r]))
+        r for r in RUNTIMES if all(_installed(p) for p in (*_RUN_PACKAGES[r], *_EXPORT_PACKAGES[r]))
     )
 
 
@@ -177,76 +179,14 @@ def _require(runtime: str, model_path: Path, *, export: bool) -> None:
 def _check_precision(precision: str | None, model_path: Path) -> None:
     if precision is not None and precision not in PRECISION_CHOICES:
         raise ValueError(
-            f"{model_path}: precision must be None or one of {PRECISION_CHOICES}, "
-            f"got {precision!r}"
+            f"{model_path}: precision must be None or one of {PRECISION_CHOICES}, got {precision!r}"
         )
 
 
-def _cpu_fp16() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            flags = next((ln for ln in handle if ln.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return bool({"avx512_fp16", "amx_fp16"} & set(flags))
+# --------------------------------------------------------------------------- Keras
 
 
-def _cpu_precision(precision: str | None, saved: str) -> str:
-    """The Keras policy name a CPU runtime computes in for ``precision`` (None: ``saved``)."""
-    wanted = saved if precision is None else precision
-    if wanted == "auto":
-        return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
-    if wanted == "mixed_bfloat16" and not cpu_supports_bf16():
-        return "float32"
-    if wanted == "mixed_float16" and not _cpu_fp16():
-        return "float32"
-    return wanted if wanted in PRECISION_CHOICES else "float32"
-
-
-# --------------------------------------------------------------------------- predictors
-
-
-class _Base:
-    runtime = ""
-
-    def __init__(self, input_size: tuple[int, int], precision: str, max_batch: int) -> None:
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.precision = precision
-        self.max_batch = int(max_batch)
-        self.setup_seconds = 0.0
-        self.export_seconds = 0.0
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        h, w = self.input_size
-        return f"{type(self).__name__}({h}x{w}, {self.precision}, setup {self.setup_seconds:.2f} s)"
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Predict lung probabilities.
-
-        Parameters
-        ----------
-        batch : ndarray, float32, shape (N, H, W, 1) or (N, H, W)
-            Images in ``[0, 1]`` at :attr:`input_size`; any ``N`` (also 0).
-
-        Returns
-        -------
-        ndarray, float32, shape (N, H, W, 1)
-            Probabilities in ``[0, 1]`` (a new array).
-        """
-        x = _as_batch(batch, self.input_size)
-        out = np.empty(x.shape, np.float32)
-        with self._lock:  # one inference request per predictor
-            for start in range(0, len(x), self.max_batch):
-                chunk = x[start : start + self.max_batch]
-                out[start : start + len(chunk)] = self._run(chunk).reshape(chunk.shape)
-        return out
-
-
-class KerasPredictor(_Base):
+class KerasPredictor(BasePredictor):
     """The ``.keras`` model run by Keras (:func:`cxrlib.seg.inference.predict_masks`)."""
 
     runtime = "keras"
@@ -303,82 +243,6 @@ def _keras_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-class OnnxPredictor(_Base):
-    """An ONNX export run by ONNX Runtime's CPU provider (float32)."""
-
-    runtime = "onnx"
-
-    def __init__(
-        self,
-        artefact: Path,
-        input_size: tuple[int, int],
-        *,
-        threads: int | None = None,
-        max_batch: int = 16,
-    ) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads is not None:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(artefact), options, providers=["CPUExecutionProvider"]
-        )
-        self._input = self.session.get_inputs()[0].name
-        super().__init__(input_size, "float32", max_batch)
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self._input: chunk})[0], dtype=np.float32)
-
-
-class OpenVinoPredictor(_Base):
-    """An OpenVINO IR export run on the CPU, compiled for each batch length it is given.
-
-    Static shapes run about 30 % faster than a dynamic batch; compiling one takes about
-    0.1 s, so the length of the usual batch is compiled when loading and a shorter last
-    batch on first use.
-    """
-
-    runtime = "openvino"
-    _HINTS = {"float32": "f32", "mixed_bfloat16": "bf16", "mixed_float16": "f16"}
-
-    def __init__(
-        self,
-        artefact: Path,
-        input_size: tuple[int, int],
-        *,
-        precision: str = "float32",
-        threads: int | None = None,
-        max_batch: int = 16,
-    ) -> None:
-        import openvino as ov
-
-        self._core = ov.Core()
-        self._model = self._core.read_model(str(artefact))
-        self._config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": self._HINTS[precision],
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        if threads is not None:
-            self._config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._compiled: dict[int, Any] = {}
-        super().__init__(input_size, precision, max_batch)
-        self._compile(self.max_batch)
-
-    def _compile(self, n: int) -> Any:
-        if n not in self._compiled:
-            model = self._model.clone()
-            model.reshape([n, *self.input_size, 1])
-            self._compiled[n] = self._core.compile_model(model, "CPU", self._config)
-        return self._compiled[n]
-
-    def _run(self, chunk: np.ndarray) -> np.ndarray:
-        result = self._compile(len(chunk))(chunk)[0]
-        return np.array(result, dtype=np.float32, copy=True)  # the request reuses its buffer
-
-
 # --------------------------------------------------------------------------- entry points
 
 
@@ -417,28 +281,6 @@ def export_model(model_path: str | os.PathLike[str], runtime: str) -> Path:
     sha256 = sha256_file(path)
     info = find_export(path, runtime, sha256) or write_export(path, runtime, sha256)
     return Path(info["artefact"])
-
-
-def load_artefact(
-    runtime: str,
-    artefact: str | os.PathLike[str],
-    input_size: tuple[int, int],
-    *,
-    precision: str = "float32",
-    threads: int | None = None,
-    max_batch: int = 16,
-) -> MaskPredictor:
-    """Load an exported model file directly (no checks of its source; see :func:`load_predictor`).
-
-    ``precision`` is a Keras policy name that this CPU runs (see the module docstring).
-    """
-    if runtime == "onnx":
-        return OnnxPredictor(Path(artefact), input_size, threads=threads, max_batch=max_batch)
-    if runtime == "openvino":
-        return OpenVinoPredictor(
-            Path(artefact), input_size, precision=precision, threads=threads, max_batch=max_batch
-        )
-    raise RuntimeChoiceError(f"{artefact}: no exported model format for runtime {runtime!r}")
 
 
 def load_predictor(
@@ -496,21 +338,31 @@ def load_predictor(
     sha256 = sha256_file(path)
     info = find_export(path, runtime, sha256)
     export_seconds = 0.0
-    if info is None:
-        _require(runtime, path, export=True)
-        export_start = time.perf_counter()
-        info = write_export(path, runtime, sha256)
-        export_seconds = time.perf_counter() - export_start
-    saved = info.get("saved_precision") or file_saved_precision(path)
-    size = (int(info["input_size"][0]), int(info["input_size"][1]))
-    predictor = load_artefact(
-        runtime,
-        info["artefact"],
-        size,
-        precision=_cpu_precision(precision, saved),
-        threads=threads,
-        max_batch=max_batch,
-    )
+    for attempt in ("cached", "fresh"):
+        if info is None:
+            _require(runtime, path, export=True)
+            export_start = time.perf_counter()
+            info = write_export(path, runtime, sha256)
+            export_seconds = time.perf_counter() - export_start
+        saved = info.get("saved_precision") or file_saved_precision(path)
+        size = (int(info["input_size"][0]), int(info["input_size"][1]))
+        try:
+            predictor = load_artefact(
+                runtime,
+                info["artefact"],
+                size,
+                precision=runtime_precision(precision, saved),
+                threads=threads,
+                max_batch=max_batch,
+            )
+            break
+        except Exception as error:  # a damaged export: make it again, once
+            if attempt == "fresh" or export_seconds > 0:
+                raise ExportError(
+                    f"{path}: {runtime} cannot load its export {info['artefact']} "
+                    f"({type(error).__name__}: {str(error).strip()[:300]})"
+                ) from error
+            info = None
     predictor.export_seconds = export_seconds
     predictor.setup_seconds = time.perf_counter() - start
     return predictor
