@@ -28,7 +28,7 @@ from cxrlib.cli.args import (
 )
 from cxrlib.errors import CxrlibError
 from cxrlib.precision import PRECISION_CHOICES
-from cxrlib.seg.runtime import RUNTIME_CHOICES
+from cxrlib.seg.runtime_names import RUNTIME_CHOICES
 from cxrlib.seg.scheduling import LOCAL_CLUSTER_MIN_CORES, LOCAL_CLUSTER_MIN_IMAGES
 from cxrlib.seg.train_config import CPU_RECIPE_FILTERS, MODELS, RECIPES, TrainConfig, cpu_recipe
 from cxrlib.seg.train_config import recipe as named_recipe

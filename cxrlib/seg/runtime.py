@@ -49,6 +49,7 @@ from cxrlib.seg.runtime_export import (
     runtime_precision,
     write_export,
 )
+from cxrlib.seg.runtime_names import AUTO_ORDER, RUNTIME_CHOICES, RUNTIMES
 
 __all__ = [
     "RUNTIMES",
@@ -68,14 +69,6 @@ __all__ = [
     "load_predictor",
 ]
 
-RUNTIMES: tuple[str, ...] = ("keras", "onnx", "openvino")
-RUNTIME_CHOICES: tuple[str, ...] = ("auto", *RUNTIMES)
-#: ``runtime="auto"`` takes the first installed of these. Measured end to end (read PNG,
-#: predict, write mask) by benchmarks/bench_segment_runtime.py on 2 shared cores of a Xeon
-#: with AMX (benchmarks/RESULTS.md): OpenVINO about 1.2x Keras in float32 and 3-4x with a
-#: bfloat16 model, with 0.2 s instead of 3 s set-up; ONNX Runtime about 0.8x Keras in
-#: predict-only speed, so it comes after Keras.
-AUTO_ORDER: tuple[str, ...] = ("openvino", "keras", "onnx")
 
 # packages each runtime needs to run a model, and (beyond Keras) to export one
 _RUN_PACKAGES = {"keras": ("keras",), "onnx": ("onnxruntime",), "openvino": ("openvino",)}
