@@ -261,8 +261,6 @@ def segment_folder(
             remove_stale_temporaries(folder, outputs)
         dicom_names = [f"{Path(n).stem}.dcm" for n in names.values()]
         remove_stale_temporaries(out_dir / DICOM_SEG_DIR, dicom_names)
-        if runtime != "keras":
-            export_model(model_path, runtime)
         manifest = Manifest(out_dir)
         remove_stale_temporaries(manifest.folder, ["done.parquet", "job.json"])
         size = model_file_input_size(model_path)
@@ -282,6 +280,8 @@ def segment_folder(
                     predictor, todo, names, out_dir, options, manifest, on_progress=bar.update
                 )
             else:
+                if runtime != "keras":  # once here, not in every worker at the same time
+                    export_model(model_path, runtime)
                 setup, new_skips = _run_on_dask(
                     where, n_workers, model_path, runtime, precision, todo, names, out_dir,
                     options, bar.update, start,

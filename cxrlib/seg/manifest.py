@@ -33,7 +33,7 @@ import pandas as pd
 
 from cxrlib.atomic import atomic_write_bytes
 from cxrlib.errors import CxrlibError
-from cxrlib.runs import read_json, write_json
+from cxrlib.runs import differences, read_json, write_json
 
 __all__ = [
     "MANIFEST_DIR",
@@ -107,11 +107,6 @@ def source_identity(path: str | os.PathLike[str]) -> tuple[int, int]:
     return int(stat.st_size), int(stat.st_mtime_ns)
 
 
-def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
-    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
-    return "; ".join(changed)
-
-
 class Manifest:
     """The ``manifest/`` folder of one segment output folder.
 
@@ -152,8 +147,9 @@ class Manifest:
         if isinstance(stored, dict) and stored == new:
             return True
         if isinstance(stored, dict) and not overwrite:
+            changed = differences({"config": stored}, {"config": new})
             raise ManifestMismatchError(
-                f"{self.out_dir} holds masks of another segment run ({_differences(stored, new)}); "
+                f"{self.out_dir} holds masks of another segment run ({changed}); "
                 "choose another output folder or pass --overwrite to replace them"
             )
         self.clear()
@@ -231,13 +227,13 @@ class Manifest:
             return records
         by_name = {Path(f).name: Path(f) for f in files}
         keep = []
-        for index, row in records.iterrows():
-            path = by_name.get(row["file"])
+        for index, row in zip(records.index, records.itertuples(index=False), strict=True):
+            path = by_name.get(row.file)
             if path is None or not path.is_file():
                 continue
-            if source_identity(path) != (int(row["source_size"]), int(row["source_mtime_ns"])):
+            if source_identity(path) != (int(row.source_size), int(row.source_mtime_ns)):
                 continue
-            outputs = [row["mask_path"], row["overlay_path"], row["dicom_seg_path"]]
+            outputs = (row.mask_path, row.overlay_path, row.dicom_seg_path)
             if all(not isinstance(o, str) or (self.out_dir / o).is_file() for o in outputs):
                 keep.append(index)
         return records.loc[keep].reset_index(drop=True)

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,21 +28,13 @@ from cxrlib.seg.manifest import Manifest, source_identity
 from cxrlib.seg.outputs import OVERLAY_PALETTE, lung_areas, overlay_indices, png_bytes
 from cxrlib.seg.postprocess import postprocess_mask
 
-__all__ = ["MaskPredictorLike", "SegmentOptions", "segment_files"]
+if TYPE_CHECKING:  # the runtimes import more than a worker's pipeline needs at import time
+    from cxrlib.seg.runtime import MaskPredictor
+
+__all__ = ["SegmentOptions", "segment_files"]
 
 OVERLAYS_DIR = "overlays"
 DICOM_SEG_DIR = "dicom-seg"
-
-
-class MaskPredictorLike(Protocol):
-    """What :func:`segment_files` needs of a model (see :mod:`cxrlib.seg.runtime`)."""
-
-    runtime: str
-    input_size: tuple[int, int]
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """``(N, H, W, 1)`` float32 images in [0, 1] -> ``(N, H, W, 1)`` probabilities."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +128,7 @@ def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 
 def segment_files(
-    predictor: MaskPredictorLike,
+    predictor: MaskPredictor,
     files: Sequence[Path],
     names: dict[str, str],
     out_dir: Path,
@@ -149,7 +141,7 @@ def segment_files(
 
     Parameters
     ----------
-    predictor : MaskPredictorLike
+    predictor : cxrlib.seg.runtime.MaskPredictor
         A loaded model (:func:`cxrlib.seg.runtime.load_predictor`).
     files : sequence of pathlib.Path
         The images (all inside one folder).
