@@ -139,3 +139,21 @@ def test_configs_from_runs_copies_the_runs_configs():
     assert shorter.epochs == 2 and shorter.filters == resunet.filters
     with pytest.raises(ValueError, match="no run of model"):
         crosssite.configs_from_runs({"U-Net": Run(TINY)}, ["resunet"])
+
+
+def test_score_on_table_refuses_rows_without_a_mask_and_names_them():
+    import pandas as pd
+
+    from cxrlib.seg.results import score_on_table
+    from cxrlib.seg.train_config import cpu_recipe
+
+    rows = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "site": ["x", "x"],
+            "image_path": ["a.png", "b.png"],
+            "mask_path": ["a_mask.png", None],
+        }
+    )
+    with pytest.raises(ValueError, match=r"1 have none, e\.g\. \['b'\]"):
+        score_on_table(object(), cpu_recipe(), rows)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from cxrlib.data.imageio import atomic_write_bytes
-from cxrlib.seg.results import TrainResult, score_predictions
+from cxrlib.seg.results import TrainResult, score_on_table
 from cxrlib.seg.train import train_segmentation
 from cxrlib.seg.train_config import TrainConfig
 from cxrlib.stats import bootstrap_ci
@@ -134,22 +134,12 @@ def _other_site_scores(
     postprocess: str,
     cache_dir: str | os.PathLike[str] | bool | None,
 ) -> pd.DataFrame:
-    from cxrlib.preprocess import load_arrays
-    from cxrlib.seg.inference import predict_masks
-
-    config = result.config
-    arrays = load_arrays(
-        rows, size=config.img_size, equalize=config.equalize, cache_dir=cache_dir, progress=False
-    )
-    probs = predict_masks(result.load_model(), arrays.images, batch_size=config.batch_size)
-    scores = score_predictions(
-        probs,
+    scores = score_on_table(
+        result.load_model(),
+        result.config,
         rows,
-        arrays.masks,
-        threshold=config.threshold,
-        postprocess_k=config.postprocess_k,
-        fill_holes=config.fill_holes,
         original=resolution == "original",
+        cache_dir=cache_dir,
     )
     return scores[(scores["resolution"] == resolution) & (scores["postprocess"] == postprocess)]
 

@@ -7,7 +7,8 @@
   at the model size and at each image's original resolution, raw and post-processed;
   :func:`summaries_to_dict` nests the per-site summaries of those scores as
   ``metrics.json`` stores them; :func:`evaluate_model` scores a model on a run's validation
-  and test images (refusing non-finite predictions).
+  and test images (refusing non-finite predictions); :func:`score_on_table` scores a
+  model on any dataset table with masks (another site, another dataset).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "score_predictions",
     "summaries_to_dict",
     "evaluate_model",
+    "score_on_table",
 ]
 
 
@@ -316,3 +318,67 @@ def evaluate_model(
         scores.insert(0, "split", name)
         frames.append(scores)
     return pd.concat(frames, ignore_index=True), time.perf_counter() - start
+
+
+def score_on_table(
+    model: Any,
+    config: TrainConfig,
+    rows: pd.DataFrame,
+    *,
+    original: bool = True,
+    cache_dir: str | Path | bool | None = "auto",
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score ``model`` on every row of a dataset table (images it may never have seen).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A segmentation model whose input side is ``config.img_size``.
+    config : TrainConfig
+        Its input size, equalization, batch size, threshold and post-processing are used.
+    rows : pandas.DataFrame
+        Rows of :func:`cxrlib.data.datasets.scan_dataset`'s table that have a mask
+        (``id``, ``site``, ``image_path``, ``mask_path``).
+    original : bool, default True
+        Also score at each image's original resolution (see :func:`score_predictions`).
+    cache_dir, progress
+        Passed to :func:`cxrlib.preprocess.load_arrays`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`score_predictions`'s per-image table for ``rows``.
+
+    Raises
+    ------
+    ValueError
+        A row without a mask (the message names its id).
+    """
+    from cxrlib.preprocess import load_arrays
+    from cxrlib.seg.inference import predict_masks
+
+    rows = rows.reset_index(drop=True)
+    missing = rows.loc[rows["mask_path"].isna(), "id"].astype(str).tolist()
+    if missing:
+        raise ValueError(
+            f"score_on_table needs a mask for every row; {len(missing)} have none, "
+            f"e.g. {missing[:3]}"
+        )
+    arrays = load_arrays(
+        rows,
+        size=config.img_size,
+        equalize=config.equalize,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    probs = predict_masks(model, arrays.images, batch_size=config.batch_size)
+    return score_predictions(
+        probs,
+        rows,
+        arrays.masks,
+        threshold=config.threshold,
+        postprocess_k=config.postprocess_k,
+        fill_holes=config.fill_holes,
+        original=original,
+    )
