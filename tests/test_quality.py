@@ -1,0 +1,55 @@
+"""Mask quality estimates and flags (cxrlib.seg.quality)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxrlib.seg.quality import FLAG_BELOW, assess_mask, soft_dice
+
+
+def _lungs(size: int = 120) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[20:100, 15:50] = mask[25:95, 70:105] = True
+    return mask
+
+
+def test_soft_dice_is_one_for_a_certain_map_and_lower_for_a_hesitant_one():
+    mask = _lungs()
+    assert soft_dice(mask.astype(float), mask) == pytest.approx(1.0)
+    hesitant = np.where(mask, 0.6, 0.0)
+    assert soft_dice(hesitant, mask) == pytest.approx(2 * 0.6 / 1.6)
+
+
+def test_soft_dice_of_two_empty_arrays_is_zero():
+    assert soft_dice(np.zeros((4, 4)), np.zeros((4, 4), bool)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("probs", "match"),
+    [(np.zeros((3, 3)), "one shape"), (np.full((4, 4), 1.5), r"\[0, 1\]")],
+)
+def test_soft_dice_refuses_bad_input(probs, match):
+    with pytest.raises(ValueError, match=match):
+        soft_dice(probs, np.zeros((4, 4), bool))
+
+
+def test_a_confident_two_lung_mask_is_not_flagged():
+    mask = _lungs()
+    quality = assess_mask(np.where(mask, 0.99, 0.01), mask)
+    assert not quality.flag and quality.reason == ""
+    assert quality.estimate > FLAG_BELOW
+
+
+def test_an_uncertain_mask_is_flagged_with_its_estimate():
+    mask = _lungs()
+    quality = assess_mask(np.where(mask, 0.7, 0.2), mask)
+    assert quality.flag
+    assert quality.reason.startswith(f"uncertain outline (soft Dice {quality.estimate:.3f}")
+
+
+def test_a_confident_mediastinum_shaped_mask_is_flagged_by_anatomy():
+    mask = np.zeros((120, 120), bool)
+    mask[20:100, 40:80] = True  # one central field, as on an inverted film
+    quality = assess_mask(mask.astype(float), mask)
+    assert quality.flag and quality.reason == "one lung field"
