@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from cxrlib.cli.args import existing_folder, positive_int, show_progress
+from cxrlib.cli.args import existing_folder, positive_int, show_progress, unit_interval
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "two", "1.5", ""])
@@ -17,6 +17,16 @@ def test_positive_int_rejects_with_the_value_named(text):
 
 def test_positive_int_accepts():
     assert positive_int("16") == 16
+
+
+@pytest.mark.parametrize("text", ["0", "-0.1", "1.01", "high", "nan"])
+def test_unit_interval_rejects_with_the_value_named(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=rf"\(0, 1\], got '{text}'"):
+        unit_interval(text)
+
+
+def test_unit_interval_accepts():
+    assert unit_interval("0.9") == 0.9 and unit_interval("1") == 1.0
 
 
 def test_show_progress_follows_quiet():

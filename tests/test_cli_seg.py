@@ -94,6 +94,12 @@ def test_segment_command(trained_run, tmp_path, capsys):
     assert "readme.txt: not an image file" in out
     table = pd.read_csv(out_dir / "lungs.csv")
     assert len(table) == 3 and (out_dir / "overlays").is_dir()
+    assert table["quality"].between(0, 1).all() and table["flag"].dtype == bool
+    strict = main(
+        ["-q", "segment", str(trained_run["run"] / "model.keras"), str(extra),
+         str(tmp_path / "strict"), "--flag-below", "1"]
+    )  # fmt: skip
+    assert strict == 0 and "flagged 3 of 3 mask(s) for review" in capsys.readouterr().out
 
 
 def test_missing_data_dir_is_a_one_line_error(tmp_path, capsys):
@@ -149,6 +155,16 @@ def test_train_seg_defaults_are_the_cpu_recipe():
     assert _config_from_args(args) == cpu_recipe("resunet", augment=False, seed=3)
     args = parser.parse_args(["train-seg", "d", "--out", "r", "--recipe", "gpu", "--epochs", "5"])
     assert _config_from_args(args) == gpu_recipe("resunet", epochs=5)
+
+
+def test_segment_help_gives_the_library_flag_threshold(capsys):
+    from cxrlib.cli.seg import DEFAULT_FLAG_BELOW
+    from cxrlib.seg.quality import FLAG_BELOW
+
+    assert DEFAULT_FLAG_BELOW == FLAG_BELOW
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    assert f"({FLAG_BELOW})" in " ".join(capsys.readouterr().out.split())
 
 
 def test_help_mentions_the_cpu_recipe(capsys):

@@ -94,6 +94,9 @@ def test_segment_folder_lists_skips_and_writes_lungs_csv(model_path, folder, tmp
         "lung_area_fraction",
         "right_lung_area_fraction",
         "left_lung_area_fraction",
+        "quality",
+        "flag",
+        "flag_reason",
     ]
     assert list(table["file"]) == ["a.png", "b.png", "c.jpg"]
     row = table.set_index("file").loc["a.png"]

@@ -53,3 +53,17 @@ def test_a_confident_mediastinum_shaped_mask_is_flagged_by_anatomy():
     mask[20:100, 40:80] = True  # one central field, as on an inverted film
     quality = assess_mask(mask.astype(float), mask)
     assert quality.flag and quality.reason == "one lung field"
+
+
+def test_non_finite_probabilities_are_flagged_not_raised():
+    probs = np.full((20, 20), np.nan)
+    quality = assess_mask(probs, np.zeros((20, 20), bool))
+    assert np.isnan(quality.estimate) and quality.flag
+    assert "non-finite" in quality.reason
+
+
+def test_probabilities_a_rounding_step_above_one_are_clipped():
+    probs = np.zeros((100, 100))
+    probs[20:80, 15:40] = probs[20:80, 60:85] = 1.0 + 1e-7
+    quality = assess_mask(probs, probs > 0.5)
+    assert quality.estimate == 1.0 and not quality.flag

@@ -7,6 +7,7 @@ from pathlib import Path
 
 __all__ = [
     "positive_int",
+    "unit_interval",
     "show_progress",
     "existing_folder",
     "segmentation_model_file",
@@ -24,6 +25,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """Parse a number in ``(0, 1]`` (an argparse ``type``); a clear message otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
     return value
 
 

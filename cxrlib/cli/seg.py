@@ -25,6 +25,7 @@ from cxrlib.cli.args import (
     positive_int,
     segmentation_model_file,
     show_progress,
+    unit_interval,
 )
 from cxrlib.errors import CxrlibError
 from cxrlib.precision import PRECISION_CHOICES
@@ -39,6 +40,9 @@ __all__ = ["register", "parse_filters"]
 # it here would import the Keras backend for every command, `--help` included).
 _RECIPE = cpu_recipe("resunet", precision="float32")
 _ORIGINAL = "original"
+# cxrlib.seg.quality.FLAG_BELOW, for the help text (importing it would import SciPy for every
+# command; tests/test_cli_seg.py checks the two agree).
+DEFAULT_FLAG_BELOW = 0.95
 
 
 def parse_filters(text: str) -> tuple[int, ...] | str:
@@ -135,6 +139,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     images_dir = existing_folder(args.images_dir, "images folder")
     if not any(images_dir.iterdir()):
         raise SegmentError(f"no images in {images_dir}: the folder is empty")
+    quality = {} if args.flag_below is None else {"flag_below": args.flag_below}
     report = segment_folder(
         model,
         images_dir,
@@ -149,6 +154,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         overwrite=args.overwrite,
         progress=show_progress(args),
+        **quality,
     )
     if report.n_images == 0:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in report.skipped[:3])
@@ -310,6 +316,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=None,
         help="worker processes of a local cluster (one per two cores)",
+    )
+    seg.add_argument(
+        "--flag-below",
+        type=unit_interval,
+        default=None,
+        metavar="Q",
+        help=(
+            "flag masks whose quality estimate (the soft Dice of the mask with its "
+            "probabilities, column quality) is below Q; masks not shaped like two lungs "
+            f"are flagged whatever their estimate ({DEFAULT_FLAG_BELOW})"
+        ),
     )
     seg.add_argument("--no-postprocess", action="store_true", help="keep raw thresholded masks")
     seg.add_argument("--no-overlays", action="store_true", help="do not write overlays")

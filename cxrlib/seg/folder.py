@@ -50,6 +50,7 @@ from cxrlib.runs import remove_stale_temporaries, sha256_file
 from cxrlib.seg.manifest import RECORD_COLUMNS, Manifest, SegmentJob
 from cxrlib.seg.outputs import lung_areas, overlay_image, overlay_indices
 from cxrlib.seg.pipeline import DICOM_SEG_DIR, OVERLAYS_DIR, SegmentOptions, segment_files
+from cxrlib.seg.quality import FLAG_BELOW
 from cxrlib.seg.scheduling import choose_scheduler, local_workers
 
 __all__ = [
@@ -66,10 +67,18 @@ LUNGS_COLUMNS = (
     "lung_area_fraction",
     "right_lung_area_fraction",
     "left_lung_area_fraction",
+    "quality",
+    "flag",
+    "flag_reason",
 )
-"""Columns of ``lungs.csv``; ``lungs.parquet`` has every column of the manifest."""
+"""Columns of ``lungs.csv``; ``lungs.parquet`` has every column of the manifest.
+
+``quality`` estimates the mask's Dice without a reference (:mod:`cxrlib.seg.quality`),
+``flag`` marks masks to look at (estimate below ``flag_below`` or a shape that is not
+two lungs), ``flag_reason`` says why."""
 
 _SHARD_BATCHES = 4  # batches per Dask task: the unit a killed worker redoes
+_FLAGS_SHOWN = 10  # flagged masks listed by SegmentReport.summary
 
 
 @dataclass
@@ -124,6 +133,12 @@ class SegmentReport:
         return self.n_images - self.resumed
 
     @property
+    def flagged(self) -> pd.DataFrame:
+        """The rows whose mask is flagged (``file``, ``quality``, ``flag_reason``)."""
+        rows = self.table[self.table["flag"].astype(bool)]
+        return rows[["file", "quality", "flag_reason"]].reset_index(drop=True)
+
+    @property
     def images_per_s(self) -> float:
         """Images segmented by this call per second, set-up not included."""
         return self.n_segmented / self.seconds if self.seconds > 0 else float("nan")
@@ -137,6 +152,15 @@ class SegmentReport:
             f"{self.runtime} runtime, {self.scheduler}, model "
             f"{self.model_size[0]}x{self.model_size[1]})"
         ]
+        flagged = self.flagged
+        if len(flagged):
+            lines.append(f"flagged {len(flagged)} of {self.n_images} mask(s) for review:")
+            lines.extend(
+                f"  {row.file}: {row.flag_reason}"
+                for row in flagged.head(_FLAGS_SHOWN).itertuples(index=False)
+            )
+            if len(flagged) > _FLAGS_SHOWN:
+                lines.append(f"  ... and {len(flagged) - _FLAGS_SHOWN} more (the flag column)")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} of {self.n_images + len(self.skipped)}:")
             lines.extend(f"  {name}: {reason}" for name, reason in self.skipped)
@@ -161,7 +185,9 @@ def _output_names(files: Sequence[Path]) -> list[str]:
     return [f"{f.name}.png" if f.stem in shared else f"{f.stem}.png" for f in files]
 
 
-def _validate(images_dir: Path, out_dir: Path, batch_size: object, threshold: float) -> None:
+def _validate(
+    images_dir: Path, out_dir: Path, batch_size: object, threshold: float, flag_below: float
+) -> None:
     if not images_dir.is_dir():
         raise ValueError(f"images folder {images_dir} does not exist or is not a folder")
     if out_dir.resolve() == images_dir.resolve():
@@ -170,6 +196,8 @@ def _validate(images_dir: Path, out_dir: Path, batch_size: object, threshold: fl
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
+    if not 0 < flag_below <= 1:
+        raise ValueError(f"flag_below must be in (0, 1], got {flag_below!r}")
 
 
 def segment_folder(
@@ -182,6 +210,7 @@ def segment_folder(
     threshold: float = 0.5,
     overlays: bool = True,
     dicom_seg: bool = False,
+    flag_below: float = FLAG_BELOW,
     precision: str | None = None,
     runtime: str = "auto",
     scheduler: str = "inline",
@@ -210,6 +239,8 @@ def segment_folder(
         Write ``out_dir/overlays/<name>.png``.
     dicom_seg : bool, default False
         For DICOM inputs also write ``out_dir/dicom-seg/<name>.dcm`` (highdicom).
+    flag_below : float, default :data:`cxrlib.seg.quality.FLAG_BELOW`
+        Flag masks whose quality estimate (``quality`` column) is below this.
     precision : str, optional
         Inference precision; None: as saved (:func:`cxrlib.seg.runtime.load_predictor`).
     runtime : {"auto", "keras", "onnx", "openvino"}, default "auto"
@@ -246,10 +277,12 @@ def segment_folder(
 
     start, cpu_start = time.perf_counter(), time.process_time()
     images_dir, out_dir = Path(images_dir), Path(out_dir)
-    _validate(images_dir, out_dir, batch_size, threshold)
+    _validate(images_dir, out_dir, batch_size, threshold, flag_below)
     model_path = check_model_file(model_path).resolve()
     runtime = resolve_runtime(runtime)
-    options = SegmentOptions(batch_size, postprocess, threshold, overlays, dicom_seg, io_threads)
+    options = SegmentOptions(
+        batch_size, postprocess, threshold, overlays, dicom_seg, io_threads, flag_below
+    )
     files, skipped = _list_folder(images_dir)
     names = dict(zip([f.name for f in files], _output_names(files), strict=True))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,7 +297,9 @@ def segment_folder(
         manifest = Manifest(out_dir)
         remove_stale_temporaries(manifest.folder, ["done.parquet", "job.json"])
         size = model_file_input_size(model_path)
-        job = SegmentJob(sha256_file(model_path), size, threshold, postprocess, overlays, dicom_seg)
+        job = SegmentJob(
+            sha256_file(model_path), size, threshold, postprocess, overlays, dicom_seg, flag_below
+        )
         manifest.start(job, overwrite=overwrite)
         done = manifest.done(files)
         todo = [f for f in files if f.name not in set(done["file"])]

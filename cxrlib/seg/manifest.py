@@ -34,6 +34,7 @@ import pandas as pd
 from cxrlib.atomic import atomic_write_bytes
 from cxrlib.errors import CxrlibError
 from cxrlib.runs import differences, read_json, write_json
+from cxrlib.seg.quality import FLAG_BELOW, QUALITY_METHOD
 
 __all__ = [
     "MANIFEST_DIR",
@@ -52,6 +53,9 @@ RECORD_COLUMNS = (
     "lung_area_fraction",
     "right_lung_area_fraction",
     "left_lung_area_fraction",
+    "quality",
+    "flag",
+    "flag_reason",
     "mask_path",
     "overlay_path",
     "dicom_seg_path",
@@ -60,7 +64,9 @@ RECORD_COLUMNS = (
 )
 """Columns of a manifest part: the image, its identity, its outputs and their cost.
 
-``seconds`` is the image's share of its batch's wall time (reading to writing)."""
+``quality``, ``flag`` and ``flag_reason`` are the mask's quality estimate
+(:func:`cxrlib.seg.quality.assess_mask`); ``seconds`` is the image's share of its
+batch's wall time (reading to writing)."""
 
 _DONE = "done.parquet"
 _JOB = "job.json"
@@ -85,6 +91,11 @@ class SegmentJob:
     overlays : bool
     dicom_seg : bool
         Whether DICOM inputs also get a DICOM-SEG file.
+    flag_below : float
+        Quality estimate below which a mask is flagged.
+    quality_method : str
+        The quality estimate's name and version
+        (:data:`cxrlib.seg.quality.QUALITY_METHOD`).
     """
 
     model_sha256: str
@@ -93,6 +104,8 @@ class SegmentJob:
     postprocess: bool
     overlays: bool
     dicom_seg: bool = False
+    flag_below: float = FLAG_BELOW
+    quality_method: str = QUALITY_METHOD
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (``input_size`` as a list)."""
@@ -148,8 +161,13 @@ class Manifest:
             return True
         if isinstance(stored, dict) and not overwrite:
             changed = differences({"config": stored}, {"config": new})
+            older = (
+                ", written by an older cxrlib without mask quality scores"
+                if "quality_method" not in stored
+                else ""
+            )
             raise ManifestMismatchError(
-                f"{self.out_dir} holds masks of another segment run ({changed}); "
+                f"{self.out_dir} holds masks of another segment run{older} ({changed}); "
                 "choose another output folder or pass --overwrite to replace them"
             )
         self.clear()

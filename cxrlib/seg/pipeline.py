@@ -27,6 +27,7 @@ from cxrlib.data.imageio import ImageReadError, is_dicom_file, read_image
 from cxrlib.seg.manifest import Manifest, source_identity
 from cxrlib.seg.outputs import OVERLAY_PALETTE, lung_areas, overlay_indices, png_bytes
 from cxrlib.seg.postprocess import postprocess_mask
+from cxrlib.seg.quality import FLAG_BELOW, assess_mask
 
 if TYPE_CHECKING:  # the runtimes import more than a worker's pipeline needs at import time
     from cxrlib.seg.runtime import MaskPredictor
@@ -55,6 +56,9 @@ class SegmentOptions:
         Also write ``dicom-seg/<name>.dcm`` for DICOM inputs (:mod:`cxrlib.seg.dicomseg`).
     io_threads : int or None
         Threads for reading and for writing (each); None: ``min(4, cores)``.
+    flag_below : float
+        Masks whose quality estimate is below this are flagged
+        (:func:`cxrlib.seg.quality.assess_mask`).
     """
 
     batch_size: int = 16
@@ -63,6 +67,7 @@ class SegmentOptions:
     overlays: bool = True
     dicom_seg: bool = False
     io_threads: int | None = None
+    flag_below: float = FLAG_BELOW
 
 
 @dataclass
@@ -96,6 +101,7 @@ def _finish_one(
     mask = plane > options.threshold
     if options.postprocess:
         mask = postprocess_mask(mask)
+    quality = assess_mask(plane, mask, options.flag_below)
     atomic_write_bytes(out_dir / out_name, png_bytes(mask.astype(np.uint8) * 255))
     overlay = dicom_seg = None
     if options.overlays:
@@ -116,6 +122,9 @@ def _finish_one(
         "lung_area_fraction": total,
         "right_lung_area_fraction": right,
         "left_lung_area_fraction": left,
+        "quality": quality.estimate,
+        "flag": quality.flag,
+        "flag_reason": quality.reason,
         "mask_path": out_name,
         "overlay_path": overlay,
         "dicom_seg_path": dicom_seg,

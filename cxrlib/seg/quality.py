@@ -8,7 +8,8 @@ and 84 test radiographs) its Spearman correlation with the true Dice was 0.65 an
 :func:`assess_mask` combines it with the anatomy checks of :mod:`cxrlib.seg.anatomy`
 into a :class:`MaskQuality` whose ``flag`` says "look at this mask".
 
-Not yet written by ``cxrlib segment`` (issue 11 item 2 is open).
+``cxrlib segment`` writes both for every image (columns ``quality``, ``flag`` and
+``flag_reason`` of ``lungs.csv`` and ``lungs.parquet``, :mod:`cxrlib.seg.pipeline`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import numpy as np
 
 from cxrlib.seg.anatomy import anatomy_problems
 
-__all__ = ["FLAG_BELOW", "MaskQuality", "assess_mask", "soft_dice"]
+__all__ = ["FLAG_BELOW", "QUALITY_METHOD", "MaskQuality", "assess_mask", "soft_dice"]
+
+#: The name and version of the estimate, stored with a segment run's settings: a run
+#: folder written with another estimate (or none) is not silently extended.
+QUALITY_METHOD: str = "soft-dice+anatomy-v1"
 
 #: Masks whose :func:`soft_dice` is below this are flagged. On the development set's
 #: test split (84 radiographs, CPU-recipe ResUNet) 3 masks scored below it (true Dice
@@ -68,7 +73,8 @@ class MaskQuality:
     Attributes
     ----------
     estimate : float
-        :func:`soft_dice` of the mask, in ``[0, 1]`` (higher is better).
+        :func:`soft_dice` of the mask, in ``[0, 1]`` (higher is better); NaN when the
+        probabilities are not finite.
     flag : bool
         True when ``estimate < FLAG_BELOW`` or the mask fails an anatomy check.
     reason : str
@@ -94,11 +100,15 @@ def assess_mask(probs: np.ndarray, mask: np.ndarray, flag_below: float = FLAG_BE
     Returns
     -------
     MaskQuality
+        A map with NaN or infinite values (a broken model) is flagged with estimate NaN.
     """
     if not 0 < flag_below <= 1:
         raise ValueError(f"flag_below must be in (0, 1], got {flag_below!r}")
-    estimate = soft_dice(probs, mask)
-    reasons = anatomy_problems(np.asarray(mask, dtype=bool))
-    if estimate < flag_below:
+    probs, mask = np.asarray(probs, dtype=np.float64), np.asarray(mask, dtype=bool)
+    if not np.isfinite(probs).all():
+        return MaskQuality(float("nan"), True, "the model returned non-finite probabilities")
+    estimate = soft_dice(np.clip(probs, 0.0, 1.0), mask)
+    reasons = anatomy_problems(mask)
+    if estimate < flag_below and mask.any():  # an empty mask: "no lung found" says it
         reasons.insert(0, f"uncertain outline (soft Dice {estimate:.3f} < {flag_below:.2f})")
     return MaskQuality(estimate, bool(reasons), "; ".join(reasons))
