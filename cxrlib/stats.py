@@ -7,6 +7,7 @@ Every interval in the library comes from here:
 * :func:`cluster_bootstrap_ci` - the mean of per-item values when items come in clusters
   (copies of one radiograph), resampling whole clusters;
 * :func:`auc_bootstrap_ci` - ROC AUC with cases resampled within each class;
+* :func:`spearman_ci` - Spearman rank correlation of paired values, pairs resampled;
 * :func:`binomial_ci` - Wilson interval of a proportion
   (``scipy.stats.binomtest(...).proportion_ci``).
 """
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as _scipy
 
-__all__ = ["bootstrap_ci", "cluster_bootstrap_ci", "auc_bootstrap_ci", "binomial_ci"]
+__all__ = ["bootstrap_ci", "cluster_bootstrap_ci", "auc_bootstrap_ci", "spearman_ci", "binomial_ci"]
 
 #: Resamples computed at once (bounds memory to about ``_BATCH * n`` floats).
 _BATCH_CELLS = 2_000_000
@@ -213,6 +214,62 @@ def auc_bootstrap_ci(
     )
     low, high = result.confidence_interval
     return float(np.ravel(low)[0]), float(np.ravel(high)[0])
+
+
+def spearman_ci(
+    x: Any,
+    y: Any,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Spearman rank correlation of paired values with a percentile-bootstrap interval.
+
+    Parameters
+    ----------
+    x, y : array_like, shape (n,)
+        Paired values (e.g. a quality estimate and the true Dice of each mask); pairs
+        with a ``nan`` in either are dropped.
+    n_boot, ci, seed
+        As in :func:`bootstrap_ci`; whole pairs are resampled.
+
+    Returns
+    -------
+    (rho, low, high) : tuple of float
+        ``nan`` throughout with fewer than three pairs or a constant ``x`` or ``y``.
+    """
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.size != y.size:
+        raise ValueError(f"x and y must have one length, got {x.size} and {y.size}")
+    _check(n_boot, ci)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    nan = float("nan")
+    if x.size < 3 or np.all(x == x[0]) or np.all(y == y[0]):
+        return nan, nan, nan
+
+    def rho(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        ranks_a = _scipy.rankdata(a, axis=axis)
+        ranks_b = _scipy.rankdata(b, axis=axis)
+        ranks_a = ranks_a - ranks_a.mean(axis=axis, keepdims=True)
+        ranks_b = ranks_b - ranks_b.mean(axis=axis, keepdims=True)
+        spread = np.sqrt((ranks_a**2).sum(axis=axis) * (ranks_b**2).sum(axis=axis))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (ranks_a * ranks_b).sum(axis=axis) / spread
+
+    result = _scipy.bootstrap(
+        (x, y),
+        rho,
+        paired=True,
+        n_resamples=int(n_boot),
+        confidence_level=ci,
+        method="percentile",
+        vectorized=True,
+        batch=_batch(x.size),
+        random_state=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return float(rho(x, y)), float(low), float(high)
 
 
 def binomial_ci(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:

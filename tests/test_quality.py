@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxrlib.seg.quality import FLAG_BELOW, assess_mask, soft_dice
+from cxrlib.seg.quality import FLAG_BELOW, assess_mask, soft_dice, validate_quality
 
 
 def _lungs(size: int = 120) -> np.ndarray:
@@ -67,3 +67,26 @@ def test_probabilities_a_rounding_step_above_one_are_clipped():
     probs[20:80, 15:40] = probs[20:80, 60:85] = 1.0 + 1e-7
     quality = assess_mask(probs, probs > 0.5)
     assert quality.estimate == 1.0 and not quality.flag
+
+
+def test_validate_quality_counts_the_worst_masks_the_flag_catches():
+    true_dice = np.array([0.98, 0.97, 0.80, 0.96, 0.95, 0.70, 0.99, 0.97, 0.96, 0.94])
+    estimates = 0.5 * true_dice  # the same order
+    flags = np.zeros(10, bool)
+    flags[[5, 0]] = True  # the worst mask and a good one
+    result = validate_quality(estimates, true_dice, flags, worst_share=0.2)
+    assert result["spearman"] == 1.0 and result["spearman_low"] == 1.0
+    assert (result["n_worst"], result["worst_dice_max"]) == (2, 0.80)
+    assert (result["caught"], result["flagged"], result["false_alarms"]) == (1, 2, 1)
+
+
+def test_validate_quality_sees_an_estimate_that_ranks_backwards():
+    rng = np.random.default_rng(3)
+    true_dice = rng.uniform(0.8, 1.0, 60)
+    result = validate_quality(-true_dice, true_dice, np.zeros(60, bool))
+    assert result["spearman"] == -1.0 and result["caught"] == 0 and result["n_worst"] == 3
+
+
+def test_validate_quality_refuses_unequal_lengths():
+    with pytest.raises(ValueError, match="one length"):
+        validate_quality(np.ones(3), np.ones(4), np.zeros(3, bool))

@@ -73,3 +73,25 @@ def test_binomial_ci_is_wilson():
     assert stats.binomial_ci(0, 10)[0] == 0.0 and stats.binomial_ci(10, 10)[1] == 1.0
     with pytest.raises(ValueError, match="successes"):
         stats.binomial_ci(11, 10)
+
+
+def test_spearman_ci_matches_scipy_and_brackets_it():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(5)
+    x = rng.random(80)
+    y = x + rng.normal(0, 0.3, 80)
+    y[[3, 9]] = y[4]  # ties
+    rho, low, high = stats.spearman_ci(x, y)
+    assert rho == pytest.approx(spearmanr(x, y).statistic)
+    assert low < rho < high and high - low < 0.4
+    wide = stats.spearman_ci(x[:20], y[:20])
+    assert wide[2] - wide[1] > high - low
+
+
+def test_spearman_ci_drops_nan_pairs_and_gives_nan_for_constants():
+    x, y = np.array([1.0, 2.0, np.nan, 4.0, 5.0]), np.array([1.0, 3.0, 2.0, 2.5, 6.0])
+    assert stats.spearman_ci(x, y)[0] == pytest.approx(0.8)
+    assert np.isnan(stats.spearman_ci(np.ones(5), y)).all()
+    with pytest.raises(ValueError, match="one length"):
+        stats.spearman_ci(np.ones(3), np.ones(4))

@@ -20,7 +20,14 @@ import numpy as np
 
 from cxrlib.seg.anatomy import anatomy_problems
 
-__all__ = ["FLAG_BELOW", "QUALITY_METHOD", "MaskQuality", "assess_mask", "soft_dice"]
+__all__ = [
+    "FLAG_BELOW",
+    "QUALITY_METHOD",
+    "MaskQuality",
+    "assess_mask",
+    "soft_dice",
+    "validate_quality",
+]
 
 #: The name and version of the estimate, stored with a segment run's settings: a run
 #: folder written with another estimate (or none) is not silently extended.
@@ -112,3 +119,65 @@ def assess_mask(probs: np.ndarray, mask: np.ndarray, flag_below: float = FLAG_BE
     if estimate < flag_below and mask.any():  # an empty mask: "no lung found" says it
         reasons.insert(0, f"uncertain outline (soft Dice {estimate:.3f} < {flag_below:.2f})")
     return MaskQuality(estimate, bool(reasons), "; ".join(reasons))
+
+
+def validate_quality(
+    estimates: np.ndarray,
+    true_dice: np.ndarray,
+    flags: np.ndarray,
+    *,
+    worst_share: float = 0.05,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, float | int]:
+    """How well quality estimates and flags track the true Dice of a set of masks.
+
+    Parameters
+    ----------
+    estimates : ndarray, float, shape (n,)
+        The ``quality`` column of a segment run.
+    true_dice : ndarray, float, shape (n,)
+        Each mask's Dice against its reference mask.
+    flags : ndarray, bool, shape (n,)
+        The ``flag`` column.
+    worst_share : float, default 0.05
+        The share of masks, lowest true Dice first, the flag should catch (at least one).
+    n_boot, seed
+        Bootstrap of the Spearman interval (:func:`cxrlib.stats.spearman_ci`).
+
+    Returns
+    -------
+    dict
+        ``n``; ``spearman``, ``spearman_low``, ``spearman_high`` (95 % interval);
+        ``n_worst`` (the worst masks), ``worst_dice_max`` (the highest true Dice among
+        them), ``caught`` (how many of them are flagged); ``flagged`` (all flagged) and
+        ``false_alarms`` (flagged masks outside the worst).
+    """
+    from cxrlib.stats import spearman_ci
+
+    estimates = np.asarray(estimates, dtype=float).ravel()
+    true_dice = np.asarray(true_dice, dtype=float).ravel()
+    flags = np.asarray(flags, dtype=bool).ravel()
+    if not estimates.size == true_dice.size == flags.size > 0:
+        raise ValueError(
+            "estimates, true_dice and flags must be non-empty and of one length, got "
+            f"{estimates.size}, {true_dice.size} and {flags.size}"
+        )
+    if not 0 < worst_share < 1:
+        raise ValueError(f"worst_share must be in (0, 1), got {worst_share!r}")
+    rho, low, high = spearman_ci(estimates, true_dice, n_boot=n_boot, seed=seed)
+    n_worst = max(1, int(np.ceil(worst_share * true_dice.size)))
+    worst = np.argsort(true_dice, kind="stable")[:n_worst]
+    is_worst = np.zeros(true_dice.size, bool)
+    is_worst[worst] = True
+    return {
+        "n": int(true_dice.size),
+        "spearman": rho,
+        "spearman_low": low,
+        "spearman_high": high,
+        "n_worst": n_worst,
+        "worst_dice_max": float(true_dice[worst].max()),
+        "caught": int(flags[is_worst].sum()),
+        "flagged": int(flags.sum()),
+        "false_alarms": int(flags[~is_worst].sum()),
+    }
