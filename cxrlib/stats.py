@@ -101,6 +101,29 @@ def bootstrap_ci(
     return estimate, float(low), float(high)
 
 
+def _paired_interval(
+    samples: tuple[np.ndarray, ...],
+    stat: Callable[..., np.ndarray],
+    n_boot: int,
+    ci: float,
+    seed: int,
+) -> tuple[float, float]:
+    """Percentile interval of a vectorised ``stat`` over arrays resampled together."""
+    result = _scipy.bootstrap(
+        samples,
+        stat,
+        paired=True,
+        n_resamples=int(n_boot),
+        confidence_level=ci,
+        method="percentile",
+        vectorized=True,
+        batch=_batch(samples[0].size),
+        random_state=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return float(low), float(high)
+
+
 def cluster_bootstrap_ci(
     values: Any,
     clusters: Any,
@@ -146,19 +169,8 @@ def cluster_bootstrap_ci(
     def ratio(s: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
         return s.sum(axis=axis) / c.sum(axis=axis)
 
-    result = _scipy.bootstrap(
-        (sums, counts),
-        ratio,
-        paired=True,
-        n_resamples=int(n_boot),
-        confidence_level=ci,
-        method="percentile",
-        vectorized=True,
-        batch=_batch(sums.size),
-        random_state=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
-    return mean, float(low), float(high)
+    low, high = _paired_interval((sums, counts), ratio, n_boot, ci, seed)
+    return mean, low, high
 
 
 def _auc(positive: np.ndarray, negative: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -257,19 +269,8 @@ def spearman_ci(
         with np.errstate(invalid="ignore", divide="ignore"):
             return (ranks_a * ranks_b).sum(axis=axis) / spread
 
-    result = _scipy.bootstrap(
-        (x, y),
-        rho,
-        paired=True,
-        n_resamples=int(n_boot),
-        confidence_level=ci,
-        method="percentile",
-        vectorized=True,
-        batch=_batch(x.size),
-        random_state=np.random.default_rng(seed),
-    )
-    low, high = result.confidence_interval
-    return float(rho(x, y)), float(low), float(high)
+    low, high = _paired_interval((x, y), rho, n_boot, ci, seed)
+    return float(rho(x, y)), low, high
 
 
 def binomial_ci(successes: int, n: int, ci: float = 0.95) -> tuple[float, float]:

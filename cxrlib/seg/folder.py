@@ -50,7 +50,7 @@ from cxrlib.runs import remove_stale_temporaries, sha256_file
 from cxrlib.seg.manifest import RECORD_COLUMNS, Manifest, SegmentJob
 from cxrlib.seg.outputs import lung_areas, overlay_image, overlay_indices
 from cxrlib.seg.pipeline import DICOM_SEG_DIR, OVERLAYS_DIR, SegmentOptions, segment_files
-from cxrlib.seg.quality import FLAG_BELOW
+from cxrlib.seg.quality import FLAG_BELOW, check_flag_below
 from cxrlib.seg.scheduling import choose_scheduler, local_workers
 
 __all__ = [
@@ -196,8 +196,7 @@ def _validate(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold!r}")
-    if not 0 < flag_below <= 1:
-        raise ValueError(f"flag_below must be in (0, 1], got {flag_below!r}")
+    check_flag_below(flag_below)
 
 
 def segment_folder(

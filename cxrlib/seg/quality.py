@@ -25,6 +25,7 @@ __all__ = [
     "QUALITY_METHOD",
     "MaskQuality",
     "assess_mask",
+    "check_flag_below",
     "soft_dice",
     "validate_quality",
 ]
@@ -73,6 +74,12 @@ def soft_dice(probs: np.ndarray, mask: np.ndarray) -> float:
     return float(2.0 * probs[mask].sum() / total) if total else 0.0
 
 
+def check_flag_below(flag_below: float) -> None:
+    """Raise ValueError unless ``flag_below`` is in ``(0, 1]``."""
+    if not 0 < flag_below <= 1:
+        raise ValueError(f"flag_below must be in (0, 1], got {flag_below!r}")
+
+
 @dataclass(frozen=True)
 class MaskQuality:
     """The quality estimate of one mask.
@@ -109,8 +116,7 @@ def assess_mask(probs: np.ndarray, mask: np.ndarray, flag_below: float = FLAG_BE
     MaskQuality
         A map with NaN or infinite values (a broken model) is flagged with estimate NaN.
     """
-    if not 0 < flag_below <= 1:
-        raise ValueError(f"flag_below must be in (0, 1], got {flag_below!r}")
+    check_flag_below(flag_below)
     probs, mask = np.asarray(probs, dtype=np.float64), np.asarray(mask, dtype=bool)
     if not np.isfinite(probs).all():
         return MaskQuality(float("nan"), True, "the model returned non-finite probabilities")
