@@ -203,11 +203,13 @@ def test_build_records_the_commit_read_before_the_notebooks_ran(tmp_path, repo_r
     monkeypatch.setattr(bookrunner, "_git_commit", lambda root: next(commits))
     ran = []
 
-    def fake_execute(source, output, parameters, *, cwd, progress):
+    def fake_execute(source, output, parameters, *, cwd, progress, facts, title):
+        assert facts == {"readings": False} and title is None
         ran.append((source.stem, dict(parameters), cwd))
         return 1.5
 
     monkeypatch.setattr(bookrunner, "execute_notebook", fake_execute)
+    monkeypatch.setattr(bookrunner, "dataset_facts", lambda path: {"readings": False})
     data = tmp_path / "data"
     data.mkdir()
 

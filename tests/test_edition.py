@@ -17,6 +17,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from cxrlib.book import chapter_variants
 from cxrlib.book import runner as bookrunner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,10 +74,20 @@ def test_every_planned_chapter_is_in_the_edition_executed_without_errors():
 
 
 def test_edition_sources_match_the_notebooks():
-    """The edition was executed from today's sources (prose and code unchanged)."""
+    """The edition was executed from today's sources (prose and code unchanged).
+
+    The runner drops the cells the data rule out and sets the run's title; it records both
+    in the executed notebook, so today's source is prepared the same way here.
+    """
     for run in bookrunner._plan_for(REPO_ROOT, None):
-        source = bookrunner.read_chapter(bookrunner.chapter_source(REPO_ROOT, run.source))
         executed = _chapter(run.output)
+        variant = chapter_variants.variant_of(executed)
+        assert variant["title"] == run.title, f"{run.output}: executed with another title"
+        source = chapter_variants.prepare_chapter(
+            bookrunner.read_chapter(bookrunner.chapter_source(REPO_ROOT, run.source)),
+            facts=variant["facts"],
+            title=variant["title"],
+        )
         body = [
             c for c in executed.cells if "injected-parameters" not in c.metadata.get("tags", [])
         ]
@@ -84,6 +95,18 @@ def test_edition_sources_match_the_notebooks():
             f"{run.output} was executed from an older notebooks/{run.source}.md: rebuild "
             "the edition (`cxrlib book --profile cpu --data ../shared/cxr-real --out book`)"
         )
+
+
+def test_edition_shows_the_real_sets_variant(real_dir):
+    """The real set has no clinical readings: the edition drops the cells that need them."""
+    facts = chapter_variants.dataset_facts(real_dir)
+    for name in PLANNED:
+        assert chapter_variants.variant_of(_chapter(name))["facts"] == facts, name
+
+
+def test_executed_titles_are_distinct():
+    titles = [_chapter(name).cells[0].source.split("\n", 1)[0] for name in PLANNED]
+    assert len(set(titles)) == len(titles), f"two chapters share a title: {titles}"
 
 
 def test_reproducibility_page_names_profile_real_data_and_a_commit_of_this_history():

@@ -1,21 +1,23 @@
 """Figures of the tuberculosis chapter. Every function returns a :class:`matplotlib.figure.Figure`.
 
 Inputs are the tidy dataset table of :func:`cxrlib.data.datasets.scan_dataset` and the
-tables of :mod:`cxrlib.book.findings` and :mod:`cxrlib.book.explore`. When the data lack
-what a figure shows (no readings, no ages), the figure still comes back, with a panel that
-says what is missing.
+tables of :mod:`cxrlib.book.findings`, :mod:`cxrlib.book.explore` and
+:mod:`cxrlib.book.tb_images`. When the data lack what a reading figure shows (no readings,
+no ages), the figure still comes back, with a panel that says what is missing; the image
+figures, whose input every folder has, raise a ValueError on empty or all-NaN input.
 """
 
 from __future__ import annotations
 
 import textwrap
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cxrlib.book import findings
+from cxrlib.book import findings, tb_images
 
 __all__ = [
     "LABEL_COLORS",
@@ -24,11 +26,22 @@ __all__ = [
     "keyword_bars",
     "age_by_label",
     "sex_by_label",
+    "appearance_by_label_plot",
+    "difference_image_plot",
 ]
 
 #: One colour per label, used in every figure of the chapter.
 LABEL_COLORS: dict[str, str] = {"normal": "#4c72b0", "TB": "#dd8452", "unknown": "#999999"}
 _SEX_COLORS = {"female": "#8172b3", "male": "#55a868"}
+#: Panel titles of the measures of :func:`cxrlib.book.tb_images.lung_appearance`.
+_FEATURE_TITLES = {
+    "lung_fraction": "lung fraction of the image",
+    "lung_mean": "mean lung intensity",
+    "lung_std": "s.d. of lung intensity",
+    "lung_texture": "lung texture (mean gradient)",
+    "upper_minus_lower": "upper minus lower third",
+    "left_right_asymmetry": "left-right asymmetry",
+}
 
 
 def _message(ax, text: str) -> None:
@@ -331,4 +344,146 @@ def sex_by_label(table: pd.DataFrame) -> Figure:
     ax.legend(ncols=2, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
+    return fig
+
+
+def appearance_by_label_plot(
+    stats: pd.DataFrame, features: Sequence[str] = tb_images.FEATURES, *, ncols: int = 3
+) -> Figure:
+    """Box plots of lung measures by site and label, one panel per measure.
+
+    Parameters
+    ----------
+    stats
+        Output of :func:`cxrlib.book.tb_images.lung_appearance`.
+    features
+        The measures shown, one panel each, in order.
+    ncols
+        Panels per row.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``len(features)`` panels; in each, the sites side by side, normal and TB boxes in
+        the chapter's label colours, and under each site the AUC of the measure as a TB
+        score (:func:`cxrlib.book.tb_images.appearance_by_label`).
+
+    Raises
+    ------
+    ValueError
+        When ``stats`` lacks a column, has no labelled radiograph, or a measure has no value.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    features = list(features)
+    missing = [c for c in ("site", "label", *features) if c not in stats.columns]
+    if missing or not features:
+        raise ValueError(
+            f"stats lacks the columns {missing or ['(no feature)']}: "
+            "pass tb_images.lung_appearance()"
+        )
+    names = pd.to_numeric(stats["label"], errors="coerce").map(findings.LABEL_NAMES)
+    known = stats.assign(label=names.to_numpy())[names.notna().to_numpy()]
+    if known.empty:
+        raise ValueError("stats has no radiograph labelled normal or TB: nothing to plot")
+    empty = [f for f in features if known[f].isna().all()]
+    if empty:
+        raise ValueError(f"the measures {empty} have no value (all NaN): nothing to plot")
+    sites = sorted(known["site"].unique(), key=str)
+    auc = tb_images.appearance_by_label(stats, features, sites=sites)["auc"]
+    order = [name for name in ("normal", "TB") if name in set(known["label"])]
+    ncols = max(1, min(ncols, len(features)))
+    nrows = -(-len(features) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.0 * ncols + 0.4, 3.1 * nrows + 0.5), squeeze=False
+    )
+    for ax in axes.flat[len(features) :]:
+        fig.delaxes(ax)
+    for ax, feature in zip(axes.flat, features, strict=False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)  # seaborn's bxp call
+            sns.boxplot(
+                data=known,
+                x="site",
+                y=feature,
+                hue="label",
+                order=sites,
+                hue_order=order,
+                palette=LABEL_COLORS,
+                saturation=1.0,
+                fliersize=1.5,
+                linewidth=0.8,
+                legend=False,
+                ax=ax,
+            )
+        ticks = [f"{str(site).capitalize()}\nAUC {auc.loc[(site, feature)]:.2f}" for site in sites]
+        ax.set_xticks(range(len(sites)), ticks, fontsize=8)
+        ax.set_title(_FEATURE_TITLES.get(feature, feature), fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.spines[["top", "right"]].set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=LABEL_COLORS[name]) for name in order]
+    fig.legend(handles, order, ncols=len(order), frameon=False, loc="upper center")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    return fig
+
+
+def _image_2d(array: np.ndarray, name: str) -> np.ndarray:
+    image = np.asarray(array, dtype=np.float32)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"{name} must be a non-empty (H, W) or (H, W, 1) array, got {image.shape}")
+    return image
+
+
+def difference_image_plot(diff: np.ndarray, mean_image: np.ndarray | None = None) -> Figure:
+    """The mean TB radiograph minus the mean normal one, on a colour scale centred at 0.
+
+    Parameters
+    ----------
+    diff
+        ``float`` ``(H, W)`` or ``(H, W, 1)``, e.g. from
+        :func:`cxrlib.book.tb_images.mean_difference_image`; NaN pixels are left blank.
+    mean_image
+        Optional mean radiograph of the same shape, shown on the left in gray.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The difference in a diverging colormap (red: TB brighter; blue: TB darker),
+        symmetric about 0, with a colourbar; the mean radiograph beside it when given.
+
+    Raises
+    ------
+    ValueError
+        When ``diff`` is empty, all NaN or not 2-D, or ``mean_image`` has another shape.
+    """
+    import matplotlib.pyplot as plt
+
+    image = _image_2d(diff, "diff")
+    if np.isnan(image).all():
+        raise ValueError("diff is all NaN: no pixel to show")
+    panels = 1
+    if mean_image is not None:
+        mean = _image_2d(mean_image, "mean_image")
+        if mean.shape != image.shape:
+            raise ValueError(f"mean_image {mean.shape} and diff {image.shape} differ")
+        panels = 2
+    fig, axes = plt.subplots(1, panels, figsize=(3.4 * panels + 0.9, 3.6), squeeze=False)
+    if mean_image is not None:
+        axes[0, 0].imshow(mean, cmap="gray", vmin=0.0, vmax=1.0)
+        axes[0, 0].set_title("mean radiograph", fontsize=9)
+    ax = axes[0, -1]
+    limit = float(np.nanmax(np.abs(image))) or 1e-6
+    shown = ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    ax.set_title("mean TB minus mean normal", fontsize=9)
+    for panel in axes.flat:
+        panel.set_axis_off()
+    bar = fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("intensity difference", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return fig

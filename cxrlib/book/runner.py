@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cxrlib.book.chapter_variants import dataset_facts, prepare_chapter
 from cxrlib.book.profile import PHANTOM_KEYS, PROFILE_KEYS, BookBuildError, load_profile
 from cxrlib.runs import versions
 
@@ -59,14 +60,23 @@ class NotebookRun:
     source: str
     output: str
     parameters: Mapping[str, Any] = field(default_factory=dict)
+    #: The executed page's H1 title where it differs from the source's (a chapter run twice).
+    title: str | None = None
 
 
 #: The chapters in order. Runs whose source notebook does not exist yet are skipped.
 BOOK_PLAN: tuple[NotebookRun, ...] = (
     NotebookRun("01_data_exploration", "01_data_exploration"),
     NotebookRun("02_augmentation", "02_augmentation"),
-    NotebookRun("03_segmentation_training", "03a_unet_training", {"model": "unet"}),
-    NotebookRun("03_segmentation_training", "03b_resunet_training", {"model": "resunet"}),
+    NotebookRun(
+        "03_segmentation_training", "03a_unet_training", {"model": "unet"}, "Training a U-Net"
+    ),
+    NotebookRun(
+        "03_segmentation_training",
+        "03b_resunet_training",
+        {"model": "resunet"},
+        "Training a ResUNet",
+    ),
     NotebookRun("04_unet_vs_resunet", "04_unet_vs_resunet"),
     NotebookRun("05_tb_exploration", "05_tb_exploration"),
     NotebookRun("06_tb_classification", "06_tb_classification"),
@@ -229,11 +239,16 @@ def execute_notebook(
     *,
     cwd: Path,
     progress: bool = True,
+    facts: Mapping[str, bool] | None = None,
+    title: str | None = None,
 ) -> float:
     """Execute one chapter source with papermill; return its run time in seconds.
 
     ``source`` is read with :func:`read_chapter` (MyST Markdown or ``.ipynb``); the
-    executed notebook is written to ``output``.
+    executed notebook is written to ``output``. With ``facts`` (the dataset's, from
+    :func:`cxrlib.book.chapter_variants.dataset_facts`) or ``title``, the cells the data
+    rule out are dropped and the title set first
+    (:func:`cxrlib.book.chapter_variants.prepare_chapter`).
 
     Raises
     ------
@@ -247,6 +262,8 @@ def execute_notebook(
     output.parent.mkdir(parents=True, exist_ok=True)
     cwd.mkdir(parents=True, exist_ok=True)
     notebook = read_chapter(source)
+    if facts is not None or title is not None:
+        notebook = prepare_chapter(notebook, facts=facts or {}, title=title)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
@@ -493,6 +510,7 @@ def build_book(
     def shown(path: Path) -> str:
         return portable_path(path, root) if relative_paths else str(Path(path).resolve())
 
+    facts = dataset_facts(data_path)
     timings: dict[str, float] = {}
     per_notebook = settings.get("notebooks") or {}
     bar = tqdm(plan, desc="notebooks", unit="nb", disable=not progress)
@@ -511,7 +529,9 @@ def build_book(
         if "runs_root" in declared:
             params["runs_root"] = shown(runs_root)
         output = book_dir / "chapters" / f"{run.output}.ipynb"
-        timings[run.output] = execute_notebook(source, output, params, cwd=root, progress=False)
+        timings[run.output] = execute_notebook(
+            source, output, params, cwd=root, progress=False, facts=facts, title=run.title
+        )
     write_reproducibility_page(
         book_dir,
         profile=profile,
