@@ -19,6 +19,7 @@ import pytest
 
 from cxrlib.book import chapter_variants
 from cxrlib.book import runner as bookrunner
+from edition_checks import glued_values, reader_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK = REPO_ROOT / "book"
@@ -27,22 +28,6 @@ PLANNED = [run.output for run in bookrunner._plan_for(REPO_ROOT, None)]
 
 def _chapter(name: str) -> nbformat.NotebookNode:
     return nbformat.read(BOOK / "chapters" / f"{name}.ipynb", as_version=4)
-
-
-def glued_values(notebook: nbformat.NotebookNode) -> dict[str, Any]:
-    """Every ``glue``-d plain value of an executed notebook (figures are left out)."""
-    values = {}
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
-            data = output.get("data", {})
-            text = data.get("application/papermill.record/text/plain")
-            if name and text is not None and len(data) == 1:
-                try:
-                    values[name] = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
-                    values[name] = text
-    return values
 
 
 def injected_parameters(notebook: nbformat.NotebookNode) -> dict[str, Any]:
@@ -148,3 +133,62 @@ def test_chapter1_numbers_are_what_the_code_computes(real_dir, tmp_path):
         )
     comparison = explore.compare_sites(stats)
     np.testing.assert_allclose(shown["ratio_lung"], comparison["ratio"], rtol=1e-9)
+
+
+def test_every_chapter_reads_clean():
+    """No blank figure, no all-missing table or column, every glue resolved, no claim
+    contradicted by the numbers it rests on, in every chapter of the edition."""
+    problems = {name: reader_problems(_chapter(name)) for name in PLANNED}
+    assert not any(problems.values()), {k: v for k, v in problems.items() if v}
+
+
+def _blank_png() -> str:
+    import base64
+    import io
+
+    import matplotlib.image
+
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, np.ones((40, 60, 3)), format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_the_reader_checks_catch_a_broken_chapter():
+    """Each check finds its fault in a copy of a chapter broken on purpose."""
+    import copy
+
+    import edition_checks
+
+    notebook = copy.deepcopy(_chapter("06_tb_classification"))
+    assert reader_problems(notebook) == [] or pytest.fail("the chapter is broken already")
+    figure = next(
+        o
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+        if any(k in o.get("data", {}) for k in edition_checks._PNG_KEYS)
+    )
+    key = next(k for k in edition_checks._PNG_KEYS if k in figure["data"])
+    figure["data"][key] = _blank_png()
+    assert len(edition_checks.blank_figures(notebook)) == 1
+
+    table = "<table><tr><th>a</th><th>b</th></tr><tr><td>NaN</td><td>None</td></tr></table>"
+    column = "<table><tr><td>0.9</td><td>NaN</td></tr><tr><td>0.8</td><td>NaN</td></tr></table>"
+    cell = next(c for c in notebook.cells if c.cell_type == "code")
+    cell.outputs.append(nbformat.v4.new_output("display_data", data={"text/html": table}))
+    cell.outputs.append(nbformat.v4.new_output("display_data", data={"text/html": column}))
+    found = edition_checks.missing_tables(notebook)
+    assert any("only missing values" in p and "columns" not in p for p in found), found
+    assert any("columns [1]" in p for p in found), found
+
+    notebook.cells.append(nbformat.v4.new_markdown_cell("AUC {glue:text}`no_such_value:.3f`."))
+    assert edition_checks.unresolved_glue(notebook) == [
+        f"cell {len(notebook.cells) - 1}: glue reference 'no_such_value' was never glued"
+    ]
+
+    values = glued_values(_chapter("06_tb_classification"))
+    flipped = {"inside": "above", "above": "below", "below": "inside"}
+    values["mc_vs_jaeger"] = flipped[values["mc_vs_jaeger"]]
+    values["auc"] = values["auc_high"] + 0.05
+    found = edition_checks.contradicted_claims(values)
+    assert any(p.startswith("mc_vs_jaeger says") for p in found), found
+    assert any(p.startswith("auc = ") for p in found), found

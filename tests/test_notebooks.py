@@ -2,7 +2,7 @@
 
 The smoke book is executed once per session with papermill (``cxrlib.book.runner``), built
 with Jupyter Book, and each executed chapter is re-run by nbval, which compares the cells
-marked ``# NBVAL_CHECK_OUTPUT``.
+tagged ``nbval-check-output``.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def test_smoke_book_html_has_figures_and_no_tracebacks(smoke_book):
     assert (html / "reproducibility.html").is_file()
 
 
-#: Chapters nbval re-executes to check that their ``# NBVAL_CHECK_OUTPUT`` cells give the
+#: Chapters nbval re-executes to check that their ``nbval-check-output`` cells give the
 #: same output twice: the ones that train nothing (seconds each). The training chapters are
 #: executed once per test run, by the ``smoke_book`` fixture; for them the test below only
 #: checks that the marked cells printed something.
@@ -146,12 +146,15 @@ NBVAL_CHAPTERS = ("01_data_exploration", "05_tb_exploration")
 
 def test_smoke_book_checked_cells_have_output(smoke_book):
     book_dir, _ = smoke_book
+    n_checked = 0
     for path in _executed(book_dir):
         notebook = nbformat.read(path, as_version=4)
-        checked = [c for c in notebook.cells if "# NBVAL_CHECK_OUTPUT" in c.get("source", "")]
+        checked = [c for c in notebook.cells if "nbval-check-output" in c.metadata.get("tags", [])]
         for cell in checked:
             text = "".join(o.get("text", "") for o in cell.get("outputs", []))
             assert text.strip(), f"{path.name}: a checked cell printed nothing"
+        n_checked += len(checked)
+    assert n_checked >= len(NBVAL_CHAPTERS), "no cell is tagged nbval-check-output"
 
 
 def test_smoke_book_deterministic_cells_with_nbval(smoke_book):

@@ -129,9 +129,7 @@ def _stats() -> pd.DataFrame:
 def test_appearance_by_label_gives_medians_and_auc_per_site_and_feature():
     table = tb_images.appearance_by_label(_stats(), ["up", "down", "flat"])
     assert list(table.index) == [
-        (site, feature)
-        for site in ("montgomery", "shenzhen")
-        for feature in ("up", "down", "flat")
+        (site, feature) for site in ("montgomery", "shenzhen") for feature in ("up", "down", "flat")
     ]
     shenzhen = table.loc["shenzhen"]
     assert shenzhen.loc["up"].tolist() == [3, 3, 2.0, 5.0, 1.0]
