@@ -150,6 +150,11 @@ RELATION_CLAIMS = {
     "mc_vs_jaeger": ("jaeger2014_mc_auc", "auc_montgomery_low", "auc_montgomery_high"),
     "chn_vs_jaeger": ("jaeger2014_chn_auc", "auc_shenzhen_low", "auc_shenzhen_high"),
     "densenet_vs_ours": ("densenet121_auc", "auc_low", "auc_high"),
+    "mask_relation": (
+        "auc_predicted_masks",
+        "auc_ground_truth_masks_low",
+        "auc_ground_truth_masks_high",
+    ),
 }
 
 
@@ -176,6 +181,10 @@ def contradicted_claims(values: dict[str, Any]) -> list[str]:
             )
     for word, (reference, low, high) in RELATION_CLAIMS.items():
         if word not in values:
+            continue
+        absent = [key for key in (reference, low, high) if key not in values]
+        if absent:
+            problems.append(f"{word} rests on numbers the chapter never glued: {absent}")
             continue
         expected = _relation(float(values[reference]), float(values[low]), float(values[high]))
         if values[word] != expected:

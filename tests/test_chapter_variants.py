@@ -73,4 +73,11 @@ def test_variant_of_an_unprepared_notebook_is_empty():
 @pytest.mark.parametrize(("layout", "expected"), [("montgomery", True), ("plain", False)])
 def test_dataset_facts_tell_readings_apart(tmp_path, layout, expected):
     writers.write_dataset(tmp_path / layout, n=4, size=64, seed=0, layout=layout)
-    assert chapter_variants.dataset_facts(tmp_path / layout) == {"readings": expected}
+    facts = chapter_variants.dataset_facts(tmp_path / layout)
+    assert facts == {"readings": expected, "phantoms": True}
+
+
+def test_dataset_facts_tell_phantoms_from_real_radiographs(tmp_path):
+    writers.write_dataset(tmp_path / "real", n=4, size=64, seed=0, layout="plain")
+    (tmp_path / "real" / "phantoms.json").unlink()
+    assert chapter_variants.dataset_facts(tmp_path / "real")["phantoms"] is False

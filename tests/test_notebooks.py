@@ -212,6 +212,114 @@ def served_book(smoke_book):
     server.server_close()
 
 
+#: JavaScript run on each page: what a reader would see as broken, one string per problem.
+#: Figures whose pixels barely vary are blank; a table of only NaN/None says nothing; a table
+#: or code block wider than its box is cut off; glue that did not resolve, or a bare "nan"
+#: in the prose, is a placeholder.
+READER_CHECKS = r"""
+() => {
+  const problems = [];
+  const main = document.querySelector('main') || document.body;
+  for (const img of main.querySelectorAll('img')) {
+    if (!img.complete || img.naturalWidth === 0) continue;
+    const canvas = document.createElement('canvas');
+    const scale = Math.min(1, 400 / img.naturalWidth);
+    canvas.width = Math.max(1, Math.round(img.naturalWidth * scale));
+    canvas.height = Math.max(1, Math.round(img.naturalHeight * scale));
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#fff';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(img, 0, 0, canvas.width, canvas.height);
+    const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+    let sum = 0, sq = 0, n = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const g = (data[i] + data[i + 1] + data[i + 2]) / (3 * 255);
+      sum += g; sq += g * g; n += 1;
+    }
+    const sd = Math.sqrt(Math.max(0, sq / n - (sum / n) ** 2));
+    if (sd < 0.02) problems.push('blank figure ' + img.src.split('/').pop());
+  }
+  const missing = new Set(['', 'nan', 'none', '<na>', 'nat', 'null']);
+  for (const table of main.querySelectorAll('table')) {
+    const cells = Array.from(table.querySelectorAll('td'))
+      .map(c => c.innerText.trim().toLowerCase());
+    if (cells.length && cells.every(c => missing.has(c))) {
+      problems.push('table of only NaN/None');
+    }
+    const box = table.closest('.cell_output, .table-wrapper') || table.parentElement;
+    if (box.scrollWidth > box.clientWidth + 1) {
+      problems.push('table wider than its column (' + box.scrollWidth + ' > '
+        + box.clientWidth + ' px): ' + table.innerText.slice(0, 60).replace(/\s+/g, ' '));
+    }
+  }
+  for (const pre of main.querySelectorAll('pre')) {
+    if (pre.scrollWidth > pre.clientWidth + 1) {
+      const start = pre.innerText.slice(0, 60).replace(/\s+/g, ' ');
+      problems.push('code wider than its column: ' + start);
+    }
+  }
+  for (const para of main.querySelectorAll('p, li')) {
+    const text = para.innerText;
+    if (/\{glue|\bnan\b/i.test(text)) {
+      problems.push('placeholder in the prose: ' + text.slice(0, 80));
+    }
+  }
+  return problems;
+}
+"""
+
+#: A page with one of each fault, to show that READER_CHECKS finds them.
+BROKEN_PAGE = """<!DOCTYPE html><html><head><title>broken</title></head><body><main>
+<div class="cell_output" style="width: 200px; overflow-x: auto">
+<table><tr><th>a</th><th>b</th></tr><tr><td>NaN</td><td>None</td></tr></table></div>
+<div class="cell_output" style="width: 200px; overflow-x: auto"><table><tr>
+<td>0.123456789</td><td>0.123456789</td><td>0.123456789</td><td>0.123456789</td></tr></table></div>
+<pre style="width: 200px; overflow-x: auto">x = "a line longer than its narrow column"</pre>
+<p>The AUC is nan at Montgomery.</p>
+<img src="data:image/png;base64,{blank}">
+</main></body></html>"""
+
+
+def _blank_png() -> str:
+    import base64
+    import io
+
+    import matplotlib.image
+    import numpy as np
+
+    buffer = io.BytesIO()
+    matplotlib.image.imsave(buffer, np.ones((30, 40, 3)), format="png")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_the_reader_checks_catch_a_broken_page():
+    """Each fault of BROKEN_PAGE is reported, and a clean page reports none."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_content(BROKEN_PAGE.replace("{blank}", _blank_png()))
+            page.wait_for_load_state("load")
+            problems = page.evaluate(READER_CHECKS)
+            page.set_content("<html><body><main><p>AUC 0.91.</p><pre>x = 1</pre></main></body>")
+            clean = page.evaluate(READER_CHECKS)
+        finally:
+            browser.close()
+    kinds = [
+        "blank figure",
+        "table of only NaN/None",
+        "table wider than its column",
+        "code wider than its column",
+        "placeholder in the prose",
+    ]
+    for kind in kinds:
+        assert any(p.startswith(kind) for p in problems), (kind, problems)
+    assert clean == []
+
+
 def test_every_chapter_renders_in_a_browser(smoke_book, served_book):
     """Open each chapter in headless Chromium: figures loaded, no error text, a screenshot."""
     executable = _chromium()
@@ -225,6 +333,7 @@ def test_every_chapter_renders_in_a_browser(smoke_book, served_book):
         browser = driver.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
+            titles: list[str] = []
             for name in pages:
                 response = page.goto(f"{served_book}/{name}.html", wait_until="load")
                 assert response is not None and response.ok, f"{name}: HTTP error"
@@ -243,8 +352,12 @@ def test_every_chapter_renders_in_a_browser(smoke_book, served_book):
                     ".system-message, .problematic').length"
                 )
                 assert errors == 0, f"{name}: {errors} error outputs or build warnings shown"
+                problems = page.evaluate(READER_CHECKS)
+                assert problems == [], f"{name}: {problems}"
+                titles.append(page.title())
                 target = shots / f"{name.replace('/', '_')}.png"
                 page.screenshot(path=str(target), full_page=False)
                 assert target.stat().st_size > 10_000, f"{name}: empty screenshot"
         finally:
             browser.close()
+    assert len(set(titles)) == len(titles), f"two pages share a title: {titles}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,34 @@ def test_pick_cases_orders_best_then_worst():
         seg_cases.pick_cases(per_image, split="train")
 
 
+def test_random_cases_draw_the_same_test_radiographs_for_a_seed():
+    per_image = pd.DataFrame(
+        {
+            "split": ["test"] * 8 + ["val"] * 4,
+            "id": [f"r{i}" for i in range(12)],
+            "site": ["shenzhen"] * 12,
+            "resolution": ["original"] * 12,
+            "postprocess": ["raw"] * 12,
+            "dice": np.linspace(0.5, 1.0, 12),
+            "iou": [0.3] * 12,
+            "hd95": [1.0] * 12,
+        }
+    )
+    drawn = seg_cases.random_cases(per_image, n=3, seed=1)
+    assert len(drawn) == 3 and drawn["id"].is_unique
+    assert set(drawn["case"]) == {"random"}
+    assert set(drawn["id"]) <= {f"r{i}" for i in range(8)}  # the test split only
+    # the same seed draws the same radiographs from a table in another order
+    shuffled = per_image.sample(frac=1.0, random_state=0)
+    again = seg_cases.random_cases(shuffled, n=3, seed=1)
+    assert again["id"].tolist() == drawn["id"].tolist()
+    draws = {tuple(seg_cases.random_cases(per_image, n=3, seed=s)["id"]) for s in range(6)}
+    assert len(draws) > 1
+    assert len(seg_cases.random_cases(per_image, n=50)) == 8
+    with pytest.raises(ValueError, match="positive integer"):
+        seg_cases.random_cases(per_image, n=0)
+
+
 def test_case_arrays_and_inference_speed(trained, table):
     cases = seg_cases.pick_cases(seg_tables.per_image_table(trained), n=1)
     model = trained.load_model()
@@ -264,3 +293,55 @@ def test_measure_inference_and_case_panels(trained, table):
     )
     assert images.shape == (4, 40, 40) and truths.shape == preds.shape == (4, 40, 40)
     assert titles[0].startswith("A · best") and titles[-1].startswith("B · worst")
+    images, _, _, titles = seg_cases.case_panels(
+        {"A": trained, "B": trained}, table, n=2, display_size=40, pick="random", seed=3
+    )
+    assert images.shape == (4, 40, 40) and titles[0].startswith("A · random")
+    assert titles[:2] == [t.replace("B", "A", 1) for t in titles[2:]]  # same radiographs
+    with pytest.raises(ValueError, match="pick must be"):
+        seg_cases.case_panels({"A": trained}, table, pick="best")
+
+
+def test_original_runs_copy_the_budget_and_restore_the_original_filters(
+    trained, table, tmp_path, monkeypatch
+):
+    calls = []
+
+    def fake_train(data, config, run_dir, **kwargs):
+        calls.append((config, Path(run_dir)))
+        return config
+
+    monkeypatch.setattr(seg_runs, "train_segmentation", fake_train)
+    like = {"U-Net": trained}
+    out = seg_runs.original_runs(table, like, tmp_path, ["unet"])
+    assert list(out) == ["U-Net (original)"]
+    config, folder = calls[0]
+    assert folder == tmp_path / "unet_original"
+    assert config.filters is None and trained.config.filters is not None
+    same = {k: v for k, v in config.to_dict().items() if k != "filters"}
+    assert same == {k: v for k, v in trained.config.to_dict().items() if k != "filters"}
+    shorter = seg_runs.original_runs(table, like, tmp_path, ["unet"], epochs=1)
+    assert shorter["U-Net (original)"].epochs == 1
+    assert seg_runs.original_runs(table, like, tmp_path, []) == {}
+    calls.clear()
+    wide = type(trained)(
+        **{**vars(trained), "config": dataclasses.replace(trained.config, filters=None)}
+    )
+    again = seg_runs.original_runs(table, {"U-Net": wide}, tmp_path, ["unet"])
+    assert again["U-Net (original)"] is wide and not calls  # already original: no training
+    with pytest.raises(ValueError, match="no run of 'resunet'"):
+        seg_runs.original_runs(table, like, tmp_path, ["resunet"])
+    with pytest.raises(ValueError, match="model must be one of"):
+        seg_runs.original_runs(table, like, tmp_path, ["vgg"])
+
+
+def test_differences_by_model_pairs_runs_of_the_same_architecture(trained):
+    table = seg_tables.differences_by_model({"U-Net": trained}, {"again": trained}, n_boot=50)
+    assert table.index.names == ["model", "site"]
+    assert set(table.index.get_level_values("model")) == {"unet"}
+    assert np.allclose(table["diff_mean"], 0.0)
+    resunet = type(trained)(**{**vars(trained), "config": cpu_recipe("resunet")})
+    with pytest.raises(ValueError, match="no baseline run of 'resunet'"):
+        seg_tables.differences_by_model({"U-Net": trained}, {"other": resunet})
+    with pytest.raises(ValueError, match="no run to compare"):
+        seg_tables.differences_by_model({"U-Net": trained}, {})

@@ -23,6 +23,7 @@ from cxrlib.book.tb_experiments import (
     compare_pipelines,
     format_comparison,
     interval_relation,
+    reports_by_extractor,
 )
 from cxrlib.data.imageio import write_png
 from cxrlib.stats import binomial_ci
@@ -427,6 +428,15 @@ def test_compare_pipelines_ranks_and_lists_unavailable_extractors():
     summary = results[(best["extractor"], best["classifier"])].summary()
     assert best["auc"] == pytest.approx(summary["auc"])
     assert format_comparison(table).index[-1] == "vgg16 (any classifier)"
+    reports = reports_by_extractor(results, "logreg")
+    assert reports.index.get_level_values("extractor").unique().tolist() == ["noise", "good"]
+    good = reports.loc["good"]
+    assert good.loc["accuracy", "support"] == 60
+    assert good.loc["accuracy", "f1-score"] > reports.loc[("noise", "accuracy"), "f1-score"]
+    calls = results[("good", "logreg")].mean_proba >= 0.5
+    assert good.loc["accuracy", "f1-score"] == pytest.approx(np.mean(calls == y))
+    with pytest.raises(ValueError, match="no pipeline used the classifier 'mlp'"):
+        reports_by_extractor(results, "mlp")
 
 
 def test_extract_feature_sets_records_missing_imagenet_weights(run, tmp_path, monkeypatch):

@@ -8,7 +8,11 @@ a fact of the data:
 ``needs-readings``
     kept only where the dataset has clinical readings;
 ``without-readings``
-    kept only where it has none (typically one sentence saying what is left out).
+    kept only where it has none (typically one sentence saying what is left out);
+``phantoms-only``
+    kept only on the synthetic phantoms (a caveat that holds for them alone);
+``real-data-only``
+    kept only on real radiographs.
 
 :func:`prepare_chapter` drops the cells the data rule out *before* papermill executes the
 notebook, sets a per-run H1 title (chapter 3 is executed twice, once per architecture), and
@@ -32,6 +36,8 @@ __all__ = ["CONDITIONAL_TAGS", "dataset_facts", "prepare_chapter", "variant_of"]
 CONDITIONAL_TAGS: dict[str, tuple[str, bool]] = {
     "needs-readings": ("readings", True),
     "without-readings": ("readings", False),
+    "phantoms-only": ("phantoms", True),
+    "real-data-only": ("phantoms", False),
 }
 
 #: Key of the notebook metadata where :func:`prepare_chapter` records the variant.
@@ -44,13 +50,16 @@ def dataset_facts(data_dir: Path | str) -> dict[str, bool]:
     Returns
     -------
     dict
-        ``{"readings": bool}``: True when at least one radiograph has a clinical reading.
+        ``{"readings": bool, "phantoms": bool}``: ``readings`` is True when at least one
+        radiograph has a clinical reading, ``phantoms`` when the folder was written by
+        :func:`cxrlib.synthetic.write_dataset`.
     """
     from cxrlib.book.findings import has_readings
+    from cxrlib.book.workspace import is_phantom_folder
     from cxrlib.data import datasets
 
     table = datasets.scan_dataset(Path(data_dir)).table
-    return {"readings": has_readings(table)}
+    return {"readings": has_readings(table), "phantoms": is_phantom_folder(data_dir)}
 
 
 def _keeps(cell: Mapping[str, Any], facts: Mapping[str, bool]) -> bool:

@@ -21,6 +21,7 @@ from cxrlib.seg.results import TrainResult
 
 __all__ = [
     "pick_cases",
+    "random_cases",
     "case_titles",
     "case_arrays",
     "case_panels",
@@ -73,6 +74,52 @@ def pick_cases(
     worst = ranked.iloc[count:].tail(count).iloc[::-1].assign(case="worst")
     out = pd.concat([best, worst], ignore_index=True)
     return out[["case", "id", "site", "dice", "iou", "hd95"]]
+
+
+def random_cases(
+    per_image: pd.DataFrame,
+    n: int = 4,
+    *,
+    seed: int = 0,
+    split: str = "test",
+    resolution: str = "original",
+    postprocess: str = "raw",
+) -> pd.DataFrame:
+    """``n`` radiographs drawn at random from a split, for an unselected gallery.
+
+    Parameters
+    ----------
+    per_image : pandas.DataFrame
+        :func:`per_image_table` output.
+    n : int, default 4
+        Cases to draw (all of the split when it holds fewer).
+    seed : int, default 0
+        The same seed draws the same radiographs, whichever run scored them.
+    split, resolution, postprocess : str
+        Which scores to show.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``case`` ("random"), ``id``, ``site``, ``dice``, ``iou``, ``hd95``, in the
+        order of ``id``.
+    """
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    rows = per_image[
+        (per_image["split"] == split)
+        & (per_image["resolution"] == resolution)
+        & (per_image["postprocess"] == postprocess)
+    ]
+    if rows.empty:
+        raise ValueError(
+            f"no per-image scores for split={split!r}, resolution={resolution!r}, "
+            f"postprocess={postprocess!r}"
+        )
+    ids = np.sort(rows["id"].astype(str).unique())
+    chosen = np.sort(np.random.default_rng(seed).permutation(ids)[: int(n)])
+    out = rows.assign(id=rows["id"].astype(str)).set_index("id").loc[chosen].reset_index()
+    return out.assign(case="random")[["case", "id", "site", "dice", "iou", "hd95"]]
 
 
 def case_titles(cases: pd.DataFrame, prefix: str = "") -> list[str]:
@@ -229,9 +276,15 @@ def case_panels(
     n: int = 2,
     display_size: int = 256,
     postprocess: bool = False,
+    pick: str = "extremes",
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Best and worst test cases of one or more runs, ready for
+    """Test cases of one or more runs, ready for
     :func:`cxrlib.book.plots_seg.outline_cases` (one row of panels per run).
+
+    ``pick="extremes"`` shows the ``n`` best and ``n`` worst test radiographs of each run
+    (:func:`pick_cases`), ``pick="random"`` the same ``n`` radiographs drawn at random for
+    every run (:func:`random_cases`), an unselected view of typical results.
 
     Parameters
     ----------
@@ -243,6 +296,9 @@ def case_panels(
     display_size : int, default 256
     postprocess : bool, default False
         Rank and show the post-processed predictions instead of the raw ones.
+    pick : {"extremes", "random"}, default "extremes"
+    seed : int, default 0
+        The random draw of ``pick="random"``.
 
     Returns
     -------
@@ -250,12 +306,16 @@ def case_panels(
     truths, preds : ndarray, bool, shape (M, display_size, display_size)
     titles : list of str
     """
+    if pick not in ("extremes", "random"):
+        raise ValueError(f"pick must be 'extremes' or 'random', got {pick!r}")
     parts = []
     prefix_names = len(results) > 1
     for name, result in results.items():
-        cases = pick_cases(
-            per_image_table(result), n, postprocess="postprocessed" if postprocess else "raw"
-        )
+        kind = "postprocessed" if postprocess else "raw"
+        if pick == "random":
+            cases = random_cases(per_image_table(result), n, seed=seed, postprocess=kind)
+        else:
+            cases = pick_cases(per_image_table(result), n, postprocess=kind)
         model = result.load_model()
         arrays = case_arrays(
             model,

@@ -9,7 +9,9 @@ A *run* is a folder written by :func:`cxrlib.seg.train.train_segmentation`: ``mo
   the fastest precision of this machine);
 * :func:`load_run` reads a finished run without training; :func:`find_or_train` looks for
   the run of an earlier chapter and trains it (load-or-train) only when it is missing;
-  :func:`find_chapter_runs` does so for both architectures.
+  :func:`find_chapter_runs` does so for both architectures;
+* :func:`original_runs` trains the original project's networks (their original filters)
+  with the budget of the chapter's runs, so that they can be compared on equal terms.
 
 The tables that compare runs are in :mod:`cxrlib.book.seg_tables`, the best and worst cases
 and the inference timing in :mod:`cxrlib.book.seg_cases`.
@@ -17,9 +19,10 @@ and the inference timing in :mod:`cxrlib.book.seg_cases`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,8 @@ __all__ = [
     "load_run",
     "find_or_train",
     "find_chapter_runs",
+    "ORIGINAL_SUFFIX",
+    "original_runs",
 ]
 
 #: Folder names of the segmentation chapter's two runs (the book runs it once per model).
@@ -48,6 +53,9 @@ CHAPTER_RUNS: dict[str, str] = {"unet": "03a_unet_training", "resunet": "03b_res
 
 #: Display names of the architectures.
 MODEL_NAMES: dict[str, str] = {"unet": "U-Net", "resunet": "ResUNet"}
+
+#: Appended to a display name for the network with its original filters.
+ORIGINAL_SUFFIX = " (original)"
 
 _DONE_FILES = ("model.keras", "metrics.json", "split.csv", "config.json")
 
@@ -296,3 +304,81 @@ def find_chapter_runs(
         )
         for model in CHAPTER_RUNS
     }
+
+
+def original_runs(
+    data: str | os.PathLike[str] | pd.DataFrame,
+    like: Mapping[str, TrainResult],
+    run_dir: str | os.PathLike[str],
+    models: Sequence[str] = ("unet", "resunet"),
+    *,
+    epochs: int | None = None,
+    overwrite: bool = False,
+    cache_dir: str | os.PathLike[str] | bool | None = "auto",
+    progress: bool = False,
+) -> dict[str, TrainResult]:
+    """The original project's networks, trained like the chapter's runs (load-or-train).
+
+    Each model takes the configuration of the run in ``like`` with the same architecture
+    (input size, epochs, batch, schedule, precision, seed, split) and only its filters
+    replaced by the original ones (``filters=None``: 32-64-128-256-512 for the U-Net,
+    16-32-64-128-256 for the ResUNet), so that the comparison with the width-reduced
+    recipe has an equal budget unless ``epochs`` says otherwise. A run of ``like`` that
+    already has that configuration (the gpu recipe trains the original filters) is returned
+    as it is, not trained again.
+
+    Parameters
+    ----------
+    data : path or pandas.DataFrame
+        The dataset folder or its table.
+    like : mapping of str -> TrainResult
+        The chapter's runs (e.g. :func:`find_chapter_runs`), looked up by
+        ``result.config.model``.
+    run_dir : path
+        Runs are written to ``run_dir / "{model}_original"``; a finished run with the same
+        configuration there is loaded, not trained again.
+    models : sequence of {"unet", "resunet"}
+        The architectures, in order; empty: none.
+    epochs : int, optional
+        Another number of epochs (None: those of the run in ``like``).
+    overwrite, cache_dir, progress
+        See :func:`cxrlib.seg.train.train_segmentation`.
+
+    Returns
+    -------
+    dict of str -> TrainResult
+        Keyed by ``MODEL_NAMES[model] + ORIGINAL_SUFFIX`` (``"U-Net (original)"``), in the
+        order of ``models``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown model, or one that ``like`` has no run of.
+    """
+    by_model = {result.config.model: result for result in like.values()}
+    table = _table(data)
+    out: dict[str, TrainResult] = {}
+    for model in models:
+        key = str(model).lower()
+        if key not in MODEL_NAMES:
+            raise ValueError(f"model must be one of {tuple(MODEL_NAMES)}, got {model!r}")
+        if key not in by_model:
+            raise ValueError(
+                f"no run of {key!r} to copy the budget from (runs of {sorted(by_model)})"
+            )
+        changes: dict[str, Any] = {"filters": None}
+        if epochs is not None:
+            changes["epochs"] = int(epochs)
+        config = dataclasses.replace(by_model[key].config, **changes)
+        if config == by_model[key].config:  # already the original network (the gpu recipe)
+            out[MODEL_NAMES[key] + ORIGINAL_SUFFIX] = by_model[key]
+            continue
+        out[MODEL_NAMES[key] + ORIGINAL_SUFFIX] = train_segmentation(
+            table,
+            config,
+            Path(run_dir) / f"{key}_original",
+            overwrite=overwrite,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    return out

@@ -35,6 +35,7 @@ __all__ = [
     "score_table",
     "postprocess_table",
     "paired_difference",
+    "differences_by_model",
     "speed_table",
 ]
 
@@ -313,6 +314,45 @@ def paired_difference(
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "site"
     return out
+
+
+def differences_by_model(
+    baselines: Mapping[str, TrainResult],
+    others: Mapping[str, TrainResult],
+    **options: Any,
+) -> pd.DataFrame:
+    """Paired differences ``other - baseline`` for each run of ``others``, by architecture.
+
+    Each run of ``others`` is compared with the run of ``baselines`` that trained the same
+    architecture (``config.model``), e.g. the original networks against the recipe's.
+
+    Parameters
+    ----------
+    baselines, others : mapping of str -> TrainResult
+    **options
+        Passed to :func:`paired_difference` (``metric``, ``split``, ``n_boot``, ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``(model, site)`` (``model`` the architecture key, in the order of
+        ``others``); the columns of :func:`paired_difference`.
+
+    Raises
+    ------
+    ValueError
+        When ``baselines`` has no run of an architecture of ``others``.
+    """
+    by_model = {result.config.model: result for result in baselines.values()}
+    parts = {}
+    for other in others.values():
+        model = other.config.model
+        if model not in by_model:
+            raise ValueError(f"no baseline run of {model!r} (baselines of {sorted(by_model)})")
+        parts[model] = paired_difference(by_model[model], other, **options)
+    if not parts:
+        raise ValueError("others holds no run to compare")
+    return pd.concat(parts, names=["model"])
 
 
 def speed_table(

@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 from cxrlib.data.imageio import read_mask
 from cxrlib.preprocess import resize_mask
 from cxrlib.seg.metrics import dice as dice_score
-from cxrlib.tb.crossval import cross_validate
+from cxrlib.tb.crossval import CVResult, cross_validate
 from cxrlib.tb.feature_sets import FeatureUnavailable, extract_combined, feature_unavailable
+from cxrlib.tb.metrics import classification_report_table
 from cxrlib.tb.result import TBRunResult
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "format_comparison",
     "interval_relation",
     "pipeline_label",
+    "reports_by_extractor",
 ]
 
 #: Published numbers the TB chapter compares with (see ``book/references.bib``).
@@ -173,6 +175,47 @@ def compare_pipelines(
     table = table.drop(columns="available").reset_index(drop=True)
     table = table.astype({"n": "Int64", "n_features": "Int64"})
     return (table, results) if return_results else table
+
+
+def reports_by_extractor(
+    results: Mapping[tuple[str, str], CVResult], classifier: str, threshold: float = 0.5
+) -> pd.DataFrame:
+    """The classification report of each feature extractor with one classifier.
+
+    The original project's table format (:func:`cxrlib.tb.metrics.classification_report_table`)
+    for the out-of-fold probabilities, averaged over the repeats, of every pipeline of
+    ``results`` (:func:`compare_pipelines` with ``return_results=True``) that used
+    ``classifier``.
+
+    Parameters
+    ----------
+    results : mapping of (extractor, classifier) -> CVResult
+    classifier : str
+        The classifier whose pipelines are reported (the original project used an MLP).
+    threshold : float, default 0.5
+        TB when the probability is at least this.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``(extractor, row)``, rows as in the report (``normal``, ``tb``,
+        ``accuracy``, ``macro avg``, ``weighted avg``); columns ``precision``, ``recall``,
+        ``f1-score``, ``support``. Extractors in the order of ``results``.
+
+    Raises
+    ------
+    ValueError
+        When no pipeline of ``results`` used ``classifier``.
+    """
+    reports = {
+        extractor: classification_report_table(cv.y, cv.mean_proba, threshold)
+        for (extractor, name), cv in results.items()
+        if name == classifier
+    }
+    if not reports:
+        used = sorted({name for _, name in results})
+        raise ValueError(f"no pipeline used the classifier {classifier!r} (used: {used})")
+    return pd.concat(reports, names=["extractor", "row"])
 
 
 def pipeline_label(extractor: str, classifier: str) -> str:
