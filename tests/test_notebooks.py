@@ -241,20 +241,21 @@ READER_CHECKS = r"""
   }
   const missing = new Set(['', 'nan', 'none', '<na>', 'nat', 'null']);
   for (const table of main.querySelectorAll('table')) {
+    // textContent, not innerText: a folded table (hide-output) is judged by what it holds
     const cells = Array.from(table.querySelectorAll('td'))
-      .map(c => c.innerText.trim().toLowerCase());
+      .map(c => c.textContent.trim().toLowerCase());
     if (cells.length && cells.every(c => missing.has(c))) {
       problems.push('table of only NaN/None');
     }
     const box = table.closest('.cell_output, .table-wrapper') || table.parentElement;
-    if (box.scrollWidth > box.clientWidth + 1) {
+    if (box.getClientRects().length && box.scrollWidth > box.clientWidth + 1) {
       problems.push('table wider than its column (' + box.scrollWidth + ' > '
         + box.clientWidth + ' px): ' + table.innerText.slice(0, 60).replace(/\s+/g, ' '));
     }
   }
   for (const pre of main.querySelectorAll('pre')) {
-    if (pre.scrollWidth > pre.clientWidth + 1) {
-      const start = pre.innerText.slice(0, 60).replace(/\s+/g, ' ');
+    if (pre.getClientRects().length && pre.scrollWidth > pre.clientWidth + 1) {
+      const start = pre.textContent.slice(0, 60).replace(/\s+/g, ' ');
       problems.push('code wider than its column: ' + start);
     }
   }
@@ -304,7 +305,10 @@ def test_the_reader_checks_catch_a_broken_page():
             page.set_content(BROKEN_PAGE.replace("{blank}", _blank_png()))
             page.wait_for_load_state("load")
             problems = page.evaluate(READER_CHECKS)
-            page.set_content("<html><body><main><p>AUC 0.91.</p><pre>x = 1</pre></main></body>")
+            folded = "<details><summary>history</summary><table><tr><td>0.91</td></tr></table>"
+            page.set_content(
+                f"<html><body><main><p>AUC 0.91.</p><pre>x = 1</pre>{folded}</details></main>"
+            )
             clean = page.evaluate(READER_CHECKS)
         finally:
             browser.close()
