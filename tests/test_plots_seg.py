@@ -105,6 +105,11 @@ def test_outline_cases_draws_both_outlines():
     assert fig.legends, "the figure explains the two outline colours"
     with pytest.raises(ValueError, match="same length"):
         plots_seg.outline_cases(images, truths, preds, ["a"])
+    long = "ResUNet (original) · random · shenzhen · Dice 0.957"
+    fig = plots_seg.outline_cases(images, truths, preds, [long, "a", "b · c"], size=2.8)
+    titles = [ax.get_title() for ax in fig.axes if ax.images]
+    assert titles[0] == "ResUNet (original) · random · shenzhen\nDice 0.957"
+    assert titles[1:] == ["a", "b · c"]  # short titles stay on one line
 
 
 def test_site_scores_chart_has_error_bars_per_run():

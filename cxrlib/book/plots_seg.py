@@ -97,6 +97,17 @@ def training_curves(
     return fig
 
 
+def _wrap_title(title: str, width: int) -> str:
+    """Break a ``" · "``-separated panel title into lines of at most ``width`` characters."""
+    lines: list[str] = []
+    for part in str(title).split(" · "):
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " · " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
 def outline_cases(
     images: np.ndarray,
     truths: np.ndarray,
@@ -113,6 +124,7 @@ def outline_cases(
     images : ndarray, float, shape (N, H, W) or (N, H, W, 1), values in [0, 1]
     truths, preds : ndarray, bool, shape (N, H, W) or (N, H, W, 1)
     titles : sequence of str, length N
+        Titles longer than the panel is wide break into lines at ``" · "``.
     ncols : int, default 4
     size : float, default 2.8
         Side of one panel in inches.
@@ -151,7 +163,7 @@ def outline_cases(
         ):
             if mask.any() and not mask.all():
                 ax.contour(mask, levels=[0.5], colors=[color], linewidths=1.1, linestyles=style)
-        ax.set_title(titles[index], fontsize=8)
+        ax.set_title(_wrap_title(titles[index], int(size * 14)), fontsize=8)
     handles = [
         Line2D([], [], color=TRUTH_COLOR, label="reference mask"),
         Line2D([], [], color=PRED_COLOR, linestyle="--", label="prediction"),
