@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxrlib.book.seg_runs import by_architecture
 from cxrlib.data.imageio import atomic_write_bytes
 from cxrlib.seg.results import TrainResult, score_on_table
 from cxrlib.seg.train import train_segmentation
@@ -301,7 +302,7 @@ def configs_from_runs(
     ValueError
         When no run trained one of ``models``.
     """
-    by_model = {result.config.model: result.config for result in results.values()}
+    by_model = {model: result.config for model, result in by_architecture(results).items()}
     configs = []
     for model in models:
         key = str(model).lower()

@@ -30,6 +30,25 @@ __all__ = [
 ]
 
 
+def _scored_rows(
+    per_image: pd.DataFrame, n: Any, split: str, resolution: str, postprocess: str
+) -> pd.DataFrame:
+    """The per-image scores of one split, resolution and post-processing; ``n`` checked."""
+    if not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    rows = per_image[
+        (per_image["split"] == split)
+        & (per_image["resolution"] == resolution)
+        & (per_image["postprocess"] == postprocess)
+    ]
+    if rows.empty:
+        raise ValueError(
+            f"no per-image scores for split={split!r}, resolution={resolution!r}, "
+            f"postprocess={postprocess!r}"
+        )
+    return rows
+
+
 def pick_cases(
     per_image: pd.DataFrame,
     n: int = 2,
@@ -56,18 +75,7 @@ def pick_cases(
         Columns ``case`` ("best"/"worst"), ``id``, ``site``, ``dice``, ``iou``,
         ``hd95``; best first (highest Dice), then worst (lowest Dice).
     """
-    if not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    rows = per_image[
-        (per_image["split"] == split)
-        & (per_image["resolution"] == resolution)
-        & (per_image["postprocess"] == postprocess)
-    ]
-    if rows.empty:
-        raise ValueError(
-            f"no per-image scores for split={split!r}, resolution={resolution!r}, "
-            f"postprocess={postprocess!r}"
-        )
+    rows = _scored_rows(per_image, n, split, resolution, postprocess)
     ranked = rows.sort_values(["dice", "id"], ascending=[False, True], kind="stable")
     count = min(int(n), len(ranked) // 2) or 1
     best = ranked.head(count).assign(case="best")
@@ -104,18 +112,7 @@ def random_cases(
         Columns ``case`` ("random"), ``id``, ``site``, ``dice``, ``iou``, ``hd95``, in the
         order of ``id``.
     """
-    if not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    rows = per_image[
-        (per_image["split"] == split)
-        & (per_image["resolution"] == resolution)
-        & (per_image["postprocess"] == postprocess)
-    ]
-    if rows.empty:
-        raise ValueError(
-            f"no per-image scores for split={split!r}, resolution={resolution!r}, "
-            f"postprocess={postprocess!r}"
-        )
+    rows = _scored_rows(per_image, n, split, resolution, postprocess)
     ids = np.sort(rows["id"].astype(str).unique())
     chosen = np.sort(np.random.default_rng(seed).permutation(ids)[: int(n)])
     out = rows.assign(id=rows["id"].astype(str)).set_index("id").loc[chosen].reset_index()

@@ -44,6 +44,7 @@ __all__ = [
     "load_run",
     "find_or_train",
     "find_chapter_runs",
+    "by_architecture",
     "ORIGINAL_SUFFIX",
     "original_runs",
 ]
@@ -306,6 +307,21 @@ def find_chapter_runs(
     }
 
 
+def by_architecture(results: Mapping[str, TrainResult]) -> dict[str, TrainResult]:
+    """The runs keyed by their architecture (``result.config.model``: "unet", "resunet").
+
+    Parameters
+    ----------
+    results : mapping of str -> TrainResult
+        Runs keyed by a display name; of two runs of one architecture, the later is kept.
+
+    Returns
+    -------
+    dict of str -> TrainResult
+    """
+    return {result.config.model: result for result in results.values()}
+
+
 def original_runs(
     data: str | os.PathLike[str] | pd.DataFrame,
     like: Mapping[str, TrainResult],
@@ -355,7 +371,7 @@ def original_runs(
     ValueError
         For an unknown model, or one that ``like`` has no run of.
     """
-    by_model = {result.config.model: result for result in like.values()}
+    by_model = by_architecture(like)
     table = _table(data)
     out: dict[str, TrainResult] = {}
     for model in models:

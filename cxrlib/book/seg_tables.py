@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cxrlib.book.seg_runs import RunNotFoundError
+from cxrlib.book.seg_runs import RunNotFoundError, by_architecture
 from cxrlib.seg.results import TrainResult
 from cxrlib.stats import bootstrap_ci
 
@@ -343,7 +343,7 @@ def differences_by_model(
     ValueError
         When ``baselines`` has no run of an architecture of ``others``.
     """
-    by_model = {result.config.model: result for result in baselines.values()}
+    by_model = by_architecture(baselines)
     parts = {}
     for other in others.values():
         model = other.config.model
