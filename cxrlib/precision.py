@@ -7,12 +7,18 @@
 * ``"float32"`` otherwise: on a CPU without native bfloat16 (AVX2 only, for example) the
   emulated bfloat16 trains the U-Net about 11x slower than float32.
 
+A CPU whose bfloat16 instructions oneDNN (TensorFlow's and OpenVINO's CPU kernels) has been
+told not to use, with ``ONEDNN_MAX_CPU_ISA`` set below ``AVX512_CORE_BF16``, counts as one
+without them: that is what such a machine computes with, and it is how the benchmarks stand
+in for an AVX2-only CPU on one that has AVX-512.
+
 The resolved policy is what a run stores in its ``config.json``; a model trained in one
 precision loads and predicts in any (:func:`cxrlib.seg.inference.set_model_precision`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,8 +26,10 @@ from pathlib import Path
 __all__ = [
     "PRECISIONS",
     "PRECISION_CHOICES",
+    "ISA_CAPS_WITHOUT_BF16",
     "cpu_supports_bf16",
     "has_gpu",
+    "onednn_isa_cap",
     "resolve_precision",
     "precision_scope",
     "runnable_precision",
@@ -33,14 +41,32 @@ PRECISIONS: tuple[str, ...] = ("float32", "mixed_bfloat16", "mixed_float16")
 PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
 
 
+#: ``ONEDNN_MAX_CPU_ISA`` values that keep oneDNN from bfloat16 instructions (oneDNN's names,
+#: upper case). ``DEFAULT``, ``ALL`` and the ``AVX512_CORE_BF16``-and-later ones allow them.
+ISA_CAPS_WITHOUT_BF16: frozenset[str] = frozenset(
+    {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+)
+
+
+def onednn_isa_cap() -> str | None:
+    """The ``ONEDNN_MAX_CPU_ISA`` cap set for this process, upper case; None when unset."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return value or None
+
+
 def cpu_supports_bf16() -> bool | None:
     """Whether this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX-BF16).
+
+    False also when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below bfloat16
+    (:data:`ISA_CAPS_WITHOUT_BF16`): the kernels then run as on a CPU without it.
 
     Returns
     -------
     bool or None
         None when it cannot be told (no ``/proc/cpuinfo``, i.e. not Linux).
     """
+    if onednn_isa_cap() in ISA_CAPS_WITHOUT_BF16:
+        return False
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:

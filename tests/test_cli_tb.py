@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from standins import save_standin_model
@@ -96,6 +97,11 @@ def test_classify_writes_one_row_per_radiograph(run_dir, data, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "classified 5 radiograph(s)" in printed
     assert "corrupt.png: unreadable image" in printed
+    assert "masks by openvino, inline" in printed  # the default runtime and scheduler
+    argv = ["-q", "classify", str(run_dir), str(folder), "--out", str(out)]
+    assert main([*argv, "--runtime", "keras", "--scheduler", "inline"]) == 0
+    assert "masks by keras, inline" in capsys.readouterr().out
+    np.testing.assert_allclose(pd.read_csv(out)["probability"], table["probability"], atol=0.02)
 
 
 def test_classify_refuses_a_segmentation_run(run_dir, data, tmp_path, capsys):

@@ -66,3 +66,38 @@ def test_a_bf16_model_loads_and_predicts_in_float32_without_native_bf16(tmp_path
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: True)
     assert saved_precision(load_segmentation_model(path)) == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == "float32"
+
+
+_CPUINFO_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16\n"
+_CPUINFO_AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "cap", "expected"),
+    [
+        (_CPUINFO_BF16, None, True),
+        (_CPUINFO_AVX2, None, False),
+        (_CPUINFO_BF16, "avx2", False),  # oneDNN told to stop at AVX2: no bf16 kernels
+        (_CPUINFO_BF16, "AVX512_CORE", False),
+        (_CPUINFO_BF16, "AVX512_CORE_BF16", True),
+        (_CPUINFO_BF16, "AVX512_CORE_AMX", True),
+        (_CPUINFO_BF16, "ALL", True),
+        (_CPUINFO_AVX2, "ALL", False),  # a cap never adds instructions
+    ],
+)
+def test_the_cpu_probe_reads_the_flags_and_the_onednn_cap(
+    monkeypatch, tmp_path, cpuinfo, cap, expected
+):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(cpuinfo)
+    real_path = precision.Path
+    monkeypatch.setattr(
+        precision, "Path", lambda p: real_path(fake) if p == "/proc/cpuinfo" else real_path(p)
+    )
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert precision.cpu_supports_bf16() is expected
+    monkeypatch.setattr(precision, "has_gpu", lambda: False)
+    assert resolve_precision("auto") == ("mixed_bfloat16" if expected else "float32")

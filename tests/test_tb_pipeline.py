@@ -334,7 +334,7 @@ def test_classify_an_unlabelled_folder_of_any_names(run, data, tmp_path):
 
 def test_classify_matches_the_final_model_on_the_training_images(run, data, tmp_path):
     out = tmp_path / "train.csv"
-    classify(run.run_dir, data / "images", out, progress=False, n_jobs=1)
+    classify(run.run_dir, data / "images", out, progress=False, n_jobs=1, runtime="keras")
     written = pd.read_csv(out)
     assert len(written) == 32
     predictor = load_predictor(run.run_dir)
@@ -342,6 +342,61 @@ def test_classify_matches_the_final_model_on_the_training_images(run, data, tmp_
     by_file = dict(zip(written["file"], written["probability"], strict=True))
     names = [Path(p).name for p in run.table["image_path"]]
     np.testing.assert_allclose([by_file[n] for n in names], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_classify_through_openvino_agrees_with_keras(run, data, tmp_path):
+    """The default runtime (OpenVINO) gives the masks, hence the calls, Keras gives."""
+    by_runtime = {}
+    for runtime in ("keras", "openvino"):
+        out = tmp_path / f"{runtime}.csv"
+        report = classify(run.run_dir, data / "images", out, progress=False, runtime=runtime)
+        assert report.runtime == runtime and report.scheduler == "inline"
+        assert f"masks by {runtime}, inline" in report.summary()
+        by_runtime[runtime] = pd.read_csv(out)
+    keras_table, fast = by_runtime["keras"], by_runtime["openvino"]
+    assert list(fast["file"]) == list(keras_table["file"]) and len(fast) == 32
+    np.testing.assert_allclose(fast["probability"], keras_table["probability"], atol=0.02)
+    assert (fast["prediction"] == keras_table["prediction"]).mean() >= 0.9
+
+
+def test_classify_on_a_local_dask_cluster_gives_the_inline_table(run, data, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    import cxrlib.tb.classify as classify_module
+
+    monkeypatch.setattr(classify_module, "CHUNK", 8)  # four shards for two workers
+    inline = classify(
+        run.run_dir, data / "images", tmp_path / "inline.csv", progress=False,
+        runtime="openvino", scheduler="inline",
+    )  # fmt: skip
+    (data / "images" / "broken.png").write_bytes(b"\x89PNG truncated")
+    try:
+        report = classify(
+            run.run_dir, data / "images", tmp_path / "dask.csv", progress=False,
+            runtime="openvino", scheduler="local", n_workers=2,
+        )  # fmt: skip
+    finally:
+        (data / "images" / "broken.png").unlink()
+    assert report.scheduler == "local"
+    remote = pd.read_csv(tmp_path / "dask.csv")
+    expected = pd.read_csv(tmp_path / "inline.csv")
+    assert list(remote["file"]) == list(expected["file"])  # file order, not finishing order
+    np.testing.assert_allclose(remote["probability"], expected["probability"], atol=1e-5)
+    assert (remote["prediction"] == expected["prediction"]).all()
+    assert [name for name, _ in report.skipped] == ["broken.png"]
+    assert len(inline.table) == len(report.table) == 32
+
+
+def test_classify_names_an_unreachable_scheduler_and_writes_nothing(run, data, tmp_path):
+    pytest.importorskip("distributed")
+    from cxrlib.seg.cluster import ClusterError
+
+    out = tmp_path / "p.csv"
+    with pytest.raises(ClusterError, match="tcp://127.0.0.1:9"):
+        classify(
+            run.run_dir, data / "images", out, progress=False, runtime="openvino",
+            scheduler="tcp://127.0.0.1:9",
+        )  # fmt: skip
+    assert not out.exists()
 
 
 def test_classify_needs_radiographs(run, tmp_path):

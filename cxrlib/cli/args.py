@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 __all__ = [
+    "add_inference_arguments",
     "positive_int",
     "unit_interval",
     "show_progress",
@@ -90,3 +91,34 @@ def segmentation_model_file(path: str | Path, option: str = "MODEL") -> Path:
     from cxrlib.seg.inference import check_model_file
 
     return check_model_file(model)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--runtime``, ``--scheduler`` and ``--workers`` (``segment`` and ``classify``)."""
+    from cxrlib.seg.runtime_names import RUNTIME_CHOICES
+    from cxrlib.seg.scheduling import LOCAL_CLUSTER_MIN_CORES, LOCAL_CLUSTER_MIN_IMAGES
+
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        default="auto",
+        help="inference runtime (auto: the fastest installed, see cxrlib.seg.runtime)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        default="auto",
+        metavar="WHERE",
+        help=(
+            "inline (this process), local (a local Dask cluster of worker processes), "
+            "config (the scheduler of Dask's configuration), or a Dask scheduler address "
+            "such as tcp://10.0.0.5:8786 (auto: local from "
+            f"{LOCAL_CLUSTER_MIN_IMAGES} images on more than {LOCAL_CLUSTER_MIN_CORES} cores, "
+            "else inline)"
+        ),
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes of a local cluster (one per two cores)",
+    )

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from cxrlib.cli.args import (
+    add_inference_arguments,
     existing_folder,
     positive_int,
     segmentation_model_file,
@@ -29,8 +30,6 @@ from cxrlib.cli.args import (
 )
 from cxrlib.errors import CxrlibError
 from cxrlib.precision import PRECISION_CHOICES
-from cxrlib.seg.runtime_names import RUNTIME_CHOICES
-from cxrlib.seg.scheduling import LOCAL_CLUSTER_MIN_CORES, LOCAL_CLUSTER_MIN_IMAGES
 from cxrlib.seg.train_config import CPU_RECIPE_FILTERS, MODELS, RECIPES, TrainConfig, cpu_recipe
 from cxrlib.seg.train_config import recipe as named_recipe
 
@@ -293,30 +292,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "bfloat16 model on a CPU without native bfloat16)"
         ),
     )
-    seg.add_argument(
-        "--runtime",
-        choices=RUNTIME_CHOICES,
-        default="auto",
-        help="inference runtime (auto: the fastest installed, see cxrlib.seg.runtime)",
-    )
-    seg.add_argument(
-        "--scheduler",
-        default="auto",
-        metavar="WHERE",
-        help=(
-            "inline (this process), local (a local Dask cluster of worker processes), "
-            "config (the scheduler of Dask's configuration), or a Dask scheduler address "
-            "such as tcp://10.0.0.5:8786 (auto: local from "
-            f"{LOCAL_CLUSTER_MIN_IMAGES} images on more than {LOCAL_CLUSTER_MIN_CORES} cores, "
-            "else inline)"
-        ),
-    )
-    seg.add_argument(
-        "--workers",
-        type=positive_int,
-        default=None,
-        help="worker processes of a local cluster (one per two cores)",
-    )
+    add_inference_arguments(seg)
     seg.add_argument(
         "--flag-below",
         type=unit_interval,

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from cxrlib.cli.args import (
+    add_inference_arguments,
     existing_folder,
     positive_int,
     segmentation_model_file,
@@ -162,6 +163,9 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         args.out,
         operating_point=args.operating_point,
         progress=show_progress(args),
+        runtime=args.runtime,
+        scheduler=args.scheduler,
+        n_workers=args.workers,
     )
     print(report.summary())
     return 0
@@ -286,6 +290,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "before calibration, which saved no thresholds)"
         ),
     )
+    add_inference_arguments(cls)
     cls.set_defaults(func=_cmd_classify)
 
 

@@ -1,8 +1,13 @@
 """Classify a folder of radiographs with a finished TB run: :func:`classify`.
 
 Any names, any depth, offline: every radiograph is segmented with the run's own
-segmentation model, featurised like the run and scored by its calibrated classifier, and
-called TB or normal at a named operating point (:meth:`TBPredictor.operating_point`):
+segmentation model (through an inference runtime, :mod:`cxrlib.seg.runtime`), featurised
+like the run and scored by its calibrated classifier, and called TB or normal at a named
+operating point (:meth:`TBPredictor.operating_point`). The work runs in this process or,
+in chunks of :data:`~cxrlib.tb.inputs.CHUNK` radiographs, on a Dask cluster
+(:func:`cxrlib.seg.cluster.dask_client`: a local one, or a running scheduler), each worker
+loading the run once. The CSV is written once, atomically, when every chunk is done:
+an interrupted run leaves no partial table.
 
 ``"who"`` (default)
     The threshold chosen, on the inner out-of-fold probabilities of all training
@@ -27,10 +32,18 @@ from tqdm.auto import tqdm
 
 from cxrlib.data.datasets import DatasetError, scan_dataset
 from cxrlib.runs import write_csv
+from cxrlib.seg.scheduling import choose_scheduler, local_workers
 from cxrlib.tb.inputs import CHUNK
-from cxrlib.tb.predictor import load_predictor
+from cxrlib.tb.predictor import TBPredictor, load_predictor
 
-__all__ = ["CLASSIFY_COLUMNS", "DEFAULT_OPERATING_POINT", "ClassifyReport", "classify"]
+__all__ = [
+    "CLASSIFY_COLUMNS",
+    "DEFAULT_OPERATING_POINT",
+    "ClassifyReport",
+    "classify",
+    "classify_paths",
+    "classify_shard",
+]
 
 #: Columns of the table :func:`classify` writes.
 CLASSIFY_COLUMNS = ("file", "probability", "prediction", "operating_point", "threshold")
@@ -68,6 +81,8 @@ class ClassifyReport:
     seconds: float = 0.0
     operating_point: str = "0.5"
     calibration: str = "none"
+    runtime: str = "keras"
+    scheduler: str = "inline"
 
     def summary(self) -> str:
         """A short human-readable description."""
@@ -76,7 +91,7 @@ class ClassifyReport:
             f"classified {len(self.table)} radiograph(s) into {self.out_csv}: {n_tb} TB, "
             f"{len(self.table) - n_tb} normal at operating point {self.operating_point!r} "
             f"(threshold {self.threshold:.4g}; probabilities calibrated: {self.calibration}) "
-            f"({self.seconds:.1f} s)"
+            f"({self.seconds:.1f} s; masks by {self.runtime}, {self.scheduler})"
         ]
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)}:")
@@ -109,6 +124,115 @@ def _images_to_classify(images_dir: Path) -> tuple[list[str], list[tuple[str, st
     return paths, skipped
 
 
+def classify_paths(
+    predictor: TBPredictor,
+    paths: list[str],
+    images_dir: str | os.PathLike[str],
+    point: tuple[str, float],
+    *,
+    n_jobs: int | None = None,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """Rows of :data:`CLASSIFY_COLUMNS` for some radiographs, and those skipped.
+
+    Parameters
+    ----------
+    predictor : TBPredictor
+    paths : list of str
+        Image files (read, segmented and featurised together).
+    images_dir : path
+        The folder ``file`` is written relative to.
+    point : (str, float)
+        Name and threshold of the operating point (:meth:`TBPredictor.operating_point`).
+    n_jobs : int, optional
+        Worker processes of the hand-crafted features.
+
+    Returns
+    -------
+    rows : list of dict
+    skipped : list of (file, reason)
+    """
+    root = Path(images_dir)
+    name, threshold = point
+    inputs = predictor.prepare(paths)
+    skipped = [(_relative(p, root), reason) for p, reason in inputs.skipped]
+    rows: list[dict[str, Any]] = []
+    if len(inputs.kept):
+        probs = predictor.score(inputs.images, inputs.masks, n_jobs=n_jobs)
+        for index, p in zip(inputs.kept, probs, strict=True):
+            rows.append(
+                {
+                    "file": _relative(paths[index], root),
+                    "probability": float(p),
+                    "prediction": int(p >= threshold),
+                    "operating_point": name,
+                    "threshold": threshold,
+                }
+            )
+    return rows, skipped
+
+
+_PREDICTORS: dict[tuple[str, str, int | None], TBPredictor] = {}
+
+
+def classify_shard(
+    run_dir: str,
+    runtime: str,
+    threads: int | None,
+    paths: list[str],
+    images_dir: str,
+    point: tuple[str, float],
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """:func:`classify_paths` on a Dask worker, which loads the run once per process."""
+    key = (run_dir, runtime, threads)
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()  # one run per worker at a time
+        _PREDICTORS[key] = load_predictor(run_dir, runtime, threads=threads)
+    return classify_paths(_PREDICTORS[key], paths, images_dir, point, n_jobs=1)
+
+
+def _on_dask(
+    scheduler: str,
+    n_workers: int | None,
+    run_dir: Path,
+    runtime: str,
+    chunks: list[list[str]],
+    images_dir: Path,
+    point: tuple[str, float],
+    tick: Any,
+) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    from distributed import as_completed
+
+    from cxrlib.seg.cluster import dask_client
+
+    threads = local_workers(n_workers)[1] if scheduler == "local" else None
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    with dask_client(scheduler, n_workers) as client:
+        futures = {
+            client.submit(
+                classify_shard,
+                str(run_dir.resolve()),
+                runtime,
+                threads,
+                chunk,
+                str(images_dir),
+                point,
+                pure=False,
+            ): len(chunk)
+            for chunk in chunks
+        }
+        try:
+            for future in as_completed(futures):
+                shard_rows, shard_skipped = future.result()
+                rows += shard_rows
+                skipped += shard_skipped
+                tick(futures[future])
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+    return rows, skipped
+
+
 def classify(
     run_dir: str | os.PathLike[str],
     images_dir: str | os.PathLike[str],
@@ -117,6 +241,9 @@ def classify(
     operating_point: str | float = DEFAULT_OPERATING_POINT,
     progress: bool = True,
     n_jobs: int | None = None,
+    runtime: str = "auto",
+    scheduler: str = "auto",
+    n_workers: int | None = None,
 ) -> ClassifyReport:
     """Write the TB probability and call of every radiograph in a folder, with a TB run.
 
@@ -130,13 +257,23 @@ def classify(
     out_csv : path
         CSV written atomically with :data:`CLASSIFY_COLUMNS`:
         ``file,probability,prediction,operating_point,threshold`` (``file`` relative
-        to ``images_dir``; ``prediction`` 1 = TB when ``probability >= threshold``).
+        to ``images_dir``, rows in file order; ``prediction`` 1 = TB when
+        ``probability >= threshold``).
     operating_point : str or float, default "who"
         ``"who"``, ``"youden"`` (thresholds saved with the run) or a threshold in
         (0, 1) (see the module).
     progress : bool, default True
     n_jobs : int, optional
-        Worker processes of the hand-crafted features.
+        Worker processes of the hand-crafted features (in-process runs).
+    runtime : {"auto", "keras", "onnx", "openvino"}, default "auto"
+        Inference runtime of the lung masks (:func:`cxrlib.seg.runtime.load_predictor`;
+        ``"auto"``: the fastest installed). Masks agree with Keras's to the runtime's
+        tolerance, so probabilities agree closely but not always to the last digit.
+    scheduler : str, default "auto"
+        ``"inline"`` (this process), ``"local"`` (a local Dask cluster), ``"config"``
+        or a Dask scheduler address; ``"auto"`` as :func:`cxrlib.seg.scheduling.choose_scheduler`.
+    n_workers : int, optional
+        Worker processes of a local cluster (default one per two cores).
 
     Returns
     -------
@@ -151,34 +288,45 @@ def classify(
         threshold for a named operating point.
     ValueError
         ``images_dir`` is missing or holds no radiograph; a bad ``operating_point``.
+    cxrlib.seg.runtime.RuntimeChoiceError, cxrlib.seg.runtime.RuntimeNotInstalledError
+        Unknown runtime, or its package is not installed.
+    cxrlib.seg.cluster.ClusterError
+        The Dask scheduler cannot be reached.
     """
     start = time.perf_counter()
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ValueError(f"images folder {images_dir} does not exist or is not a folder")
-    predictor = load_predictor(run_dir)
-    name, threshold = predictor.operating_point(operating_point)
+    predictor = load_predictor(run_dir, runtime)
+    point = predictor.operating_point(operating_point)
     paths, skipped = _images_to_classify(images_dir)
-    rows: list[dict[str, Any]] = []
+    where = choose_scheduler(scheduler, len(paths))
+    chunks = [paths[begin : begin + CHUNK] for begin in range(0, len(paths), CHUNK)]
     bar = tqdm(total=len(paths), desc="Classifying", unit="img", disable=not progress)
     with bar:
-        for begin in range(0, len(paths), CHUNK):
-            part = paths[begin : begin + CHUNK]
-            inputs = predictor.prepare(part)
-            skipped += [(_relative(p, images_dir), reason) for p, reason in inputs.skipped]
-            if len(inputs.kept):
-                probs = predictor.score(inputs.images, inputs.masks, n_jobs=n_jobs)
-                for index, p in zip(inputs.kept, probs, strict=True):
-                    rows.append(
-                        {
-                            "file": _relative(part[index], images_dir),
-                            "probability": float(p),
-                            "prediction": int(p >= threshold),
-                            "operating_point": name,
-                            "threshold": threshold,
-                        }
-                    )
-            bar.update(len(part))
+        if where == "inline":
+            rows: list[dict[str, Any]] = []
+            for chunk in chunks:
+                chunk_rows, chunk_skipped = classify_paths(
+                    predictor, chunk, images_dir, point, n_jobs=n_jobs
+                )
+                rows += chunk_rows
+                skipped += chunk_skipped
+                bar.update(len(chunk))
+        else:
+            rows, remote_skipped = _on_dask(
+                where,
+                n_workers,
+                Path(run_dir),
+                predictor.runtime,
+                chunks,
+                images_dir,
+                point,
+                bar.update,
+            )
+            skipped += remote_skipped
+    order = {_relative(p, images_dir): k for k, p in enumerate(paths)}
+    rows.sort(key=lambda row: order.get(row["file"], len(order)))
     table = pd.DataFrame(rows, columns=list(CLASSIFY_COLUMNS))
     out_csv = Path(out_csv)
     if out_csv.parent and not out_csv.parent.exists():
@@ -186,4 +334,15 @@ def classify(
     write_csv(out_csv, table)
     skipped.sort()
     seconds = time.perf_counter() - start
-    return ClassifyReport(out_csv, table, skipped, threshold, seconds, name, predictor.calibration)
+    name, threshold = point
+    return ClassifyReport(
+        out_csv,
+        table,
+        skipped,
+        threshold,
+        seconds,
+        name,
+        predictor.calibration,
+        predictor.runtime,
+        where,
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "find_seg_model",
     "predict_lung_masks",
     "prepare_inputs",
+    "seg_input_size",
     "seg_model_equalize",
 ]
 
@@ -109,8 +110,9 @@ def predict_lung_masks(
 
     Parameters
     ----------
-    seg_model : keras.Model
-        A segmentation model (:func:`cxrlib.seg.inference.load_segmentation_model`).
+    seg_model : keras.Model or cxrlib.seg.runtime.MaskPredictor
+        A segmentation model (:func:`cxrlib.seg.inference.load_segmentation_model`), or
+        one loaded with an inference runtime (:func:`cxrlib.seg.runtime.load_predictor`).
     small_images : numpy.ndarray
         ``float32 (N, h, w)`` or ``(N, h, w, 1)`` radiographs at the model's input size.
     size : int or (int, int)
@@ -128,13 +130,29 @@ def predict_lung_masks(
     size = _square_size(size)
     if len(small_images) == 0:
         return np.zeros((0, *size), bool)
-    probs = predict_masks(seg_model, small_images, batch_size=batch_size)[..., 0]
+    if _is_runtime_predictor(seg_model):
+        batch = np.asarray(small_images, np.float32)
+        probs = seg_model.predict(batch if batch.ndim == 4 else batch[..., None])[..., 0]
+    else:
+        probs = predict_masks(seg_model, small_images, batch_size=batch_size)[..., 0]
     masks = np.empty((len(probs), *size), bool)
     for i, plane in enumerate(probs):
         if plane.shape != size:
             plane = resize_image(plane, size, method="bilinear")
         masks[i] = postprocess_mask(plane > threshold)
     return masks
+
+
+def _is_runtime_predictor(model: Any) -> bool:
+    """Whether ``model`` is a :class:`cxrlib.seg.runtime.MaskPredictor` (not a Keras model)."""
+    return hasattr(model, "runtime") and hasattr(model, "input_size")
+
+
+def seg_input_size(seg_model: Any) -> tuple[int, int]:
+    """``(H, W)`` input of a Keras segmentation model or of a runtime's predictor."""
+    if _is_runtime_predictor(seg_model):
+        return tuple(seg_model.input_size)
+    return model_input_size(seg_model)
 
 
 def seg_model_equalize(model_path: str | os.PathLike[str]) -> str | None:
@@ -149,7 +167,10 @@ def seg_model_equalize(model_path: str | os.PathLike[str]) -> str | None:
 
 
 def as_seg_model(seg_model: Any) -> Any:
-    """A loaded segmentation model: ``seg_model`` itself, or the model in a ``.keras`` file."""
+    """A loaded segmentation model: ``seg_model`` itself, or the model in a ``.keras`` file.
+
+    ``seg_model`` may also be a runtime's predictor (:func:`cxrlib.seg.runtime.load_predictor`).
+    """
     if isinstance(seg_model, str | os.PathLike):
         return load_segmentation_model(seg_model)
     return seg_model
@@ -171,8 +192,8 @@ def prepare_inputs(
     ----------
     paths : sequence of path
         Image files (PNG, JPEG, TIFF, BMP, DICOM; any size).
-    seg_model : keras.Model or path
-        The segmentation model (or its ``.keras`` file).
+    seg_model : keras.Model, cxrlib.seg.runtime.MaskPredictor or path
+        The segmentation model (or its ``.keras`` file, run by Keras).
     image_size : int, default 512
         Side of the returned images and masks.
     mask_threshold : float, default 0.5
@@ -190,7 +211,7 @@ def prepare_inputs(
         left out and listed in ``skipped``.
     """
     model = as_seg_model(seg_model)
-    seg_size = model_input_size(model)
+    seg_size = seg_input_size(model)
     size = _square_size(image_size)
     workers = workers or min(4, os.cpu_count() or 1)
     paths = [os.fspath(p) for p in paths]

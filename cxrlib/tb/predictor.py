@@ -46,6 +46,12 @@ class TBPredictor:
         before calibration (format < 3).
     calibration : str, default "none"
         How :attr:`classifier`'s probability is calibrated.
+    runtime : {"keras", "auto", "onnx", "openvino"}, default "keras"
+        Inference runtime of the lung masks (:func:`cxrlib.seg.runtime.load_predictor`);
+        anything but ``"keras"`` needs ``seg_model`` as a ``.keras`` path. Features that
+        read the network itself (``"encoder"``) always use Keras, loaded when first needed.
+    threads : int, optional
+        Intra-op threads of that runtime (not used by ``"keras"``); default all cores.
     """
 
     def __init__(
@@ -58,10 +64,26 @@ class TBPredictor:
         seg_equalize: str | None = None,
         operating_points: dict[str, float] | None = None,
         calibration: str = "none",
+        runtime: str = "keras",
+        threads: int | None = None,
     ) -> None:
         self.classifier = classifier
         self.config = config
-        self.seg_model = as_seg_model(seg_model)
+        self._seg_source = seg_model
+        self._keras_model: Any = None
+        if runtime == "keras":
+            self._keras_model = as_seg_model(seg_model)
+            self.mask_model: Any = self._keras_model
+        else:
+            if not isinstance(seg_model, str | os.PathLike):
+                raise ValueError(
+                    f"runtime {runtime!r} needs the segmentation model as a .keras path, "
+                    f"got {type(seg_model).__name__}"
+                )
+            from cxrlib.seg.runtime import load_predictor as load_mask_predictor
+
+            self.mask_model = load_mask_predictor(seg_model, runtime, threads=threads)
+        self.runtime = getattr(self.mask_model, "runtime", "keras")
         self.n_features = int(n_features)
         self.feature_names = list(feature_names or [])
         self.seg_equalize = seg_equalize
@@ -101,6 +123,13 @@ class TBPredictor:
         return name, self.operating_points[name]
 
     @property
+    def seg_model(self) -> Any:
+        """The segmentation network as a Keras model (loaded on first use)."""
+        if self._keras_model is None:
+            self._keras_model = as_seg_model(self._seg_source)
+        return self._keras_model
+
+    @property
     def image_size(self) -> int:
         """Side of the images and masks the features are computed at."""
         return self.config.image_size
@@ -109,7 +138,7 @@ class TBPredictor:
         """:func:`prepare_inputs` with this pipeline's model and sizes."""
         return prepare_inputs(
             paths,
-            self.seg_model,
+            self.mask_model,
             self.config.image_size,
             mask_threshold=self.config.mask_threshold,
             seg_equalize=self.seg_equalize,
@@ -131,7 +160,7 @@ class TBPredictor:
             images,
             masks,
             options=self.config.feature_options,
-            seg_model=self.seg_model,
+            seg_model=self.seg_model if "encoder" in self.config.features else None,
             n_jobs=n_jobs,
         )
         fitted = getattr(self.classifier, "n_features_in_", self.n_features)
@@ -158,8 +187,19 @@ def _load_classifier(path: Path) -> Any:
         raise TBRunError(f"{path}: cannot load the TB classifier ({error})") from error
 
 
-def load_predictor(run_dir: str | os.PathLike[str]) -> TBPredictor:
+def load_predictor(
+    run_dir: str | os.PathLike[str], runtime: str = "keras", *, threads: int | None = None
+) -> TBPredictor:
     """The :class:`TBPredictor` of a finished TB run folder.
+
+    Parameters
+    ----------
+    run_dir : path
+        A folder made by :func:`cxrlib.tb.train.train_tb`.
+    runtime : {"keras", "auto", "onnx", "openvino"}, default "keras"
+        Inference runtime of its segmentation model (the lung masks).
+    threads : int, optional
+        Intra-op threads of that runtime (not ``"keras"``).
 
     Raises
     ------
@@ -183,4 +223,6 @@ def load_predictor(run_dir: str | os.PathLike[str]) -> TBPredictor:
             name: point["threshold"] for name, point in stored.get("operating_points", {}).items()
         },
         calibration=config.calibration,
+        runtime=runtime,
+        threads=threads,
     )
