@@ -74,7 +74,7 @@ def test_each_classifier_learns_and_has_the_pipeline_steps(fitted, name):
 
 def test_available_classifiers():
     assert available_classifiers() == list(CLASSIFIERS)
-    assert {"mlp", "logreg", "svm", "gboost"} == set(CLASSIFIERS)
+    assert {"mlp", "logreg", "svm", "gboost", "ensemble"} == set(CLASSIFIERS)
 
 
 @pytest.mark.parametrize("name", CLASSIFIERS)

@@ -20,6 +20,7 @@ from cxrlib.tb.features.handcrafted import (
     GROUPS,
     HandcraftedFeatures,
     _glcm,
+    asymmetry_pairs,
     image_features,
 )
 from cxrlib.tb.features.regions import lung_regions, split_lungs
@@ -168,9 +169,36 @@ def test_handcrafted_shapes_dtypes_names(handcrafted, data):
     assert len(set(names)) == len(names)
     assert np.isfinite(X).all()
     prefixes = {n.split("_")[0] for n in names}
-    assert prefixes == {"intensity", "glcm", "lbp", "gradient", "hog", "hessian", "shape"}
+    assert prefixes == {
+        "intensity", "glcm", "lbp", "gradient", "hog", "hessian", "shape", "asymmetry"
+    }  # fmt: skip
     assert "glcm_right_upper_contrast_d1" in names
     assert "shape_lungs_right_left_area_ratio" in names
+    assert "asymmetry_glcm_upper_contrast_d1" in names
+    assert names.index("asymmetry_glcm_upper_contrast_d1") > names.index("shape_left_area")
+
+
+def test_asymmetry_is_the_absolute_difference_of_the_two_sides(handcrafted, data):
+    X, names = handcrafted
+    col = {n: i for i, n in enumerate(names)}
+    pairs = asymmetry_pairs(names)
+    assert pairs, "no feature measured on both sides"
+    for right, left, name in pairs:
+        assert names[right].replace("_right", "_left", 1) == names[left]
+        sides = np.abs(X[:, right]) + np.abs(X[:, left])  # float32 rounding of each side
+        error = np.abs(X[:, col[name]] - np.abs(X[:, right] - X[:, left]))
+        assert (error <= 1e-6 * (1 + sides)).all(), name
+    asym = [n for n in names if n.startswith("asymmetry_")]
+    assert len(asym) == len(pairs)  # one column per pair, none without a twin
+    assert "asymmetry_shape_area" in asym and "asymmetry_intensity_upper_z_mean" in asym
+    assert not any("lungs" in n for n in asym)  # the whole field has no twin
+    # a mask mirrored about the image centre swaps the lungs: same asymmetry
+    images, masks, _ = data
+    image, mask = images[0, ..., 0], masks[0, ..., 0]
+    a, names_a = image_features(image, mask, groups=("intensity", "shape", "asymmetry"))
+    b, _ = image_features(image[:, ::-1], mask[:, ::-1], groups=("intensity", "shape", "asymmetry"))
+    only = [i for i, n in enumerate(names_a) if n.startswith("asymmetry_")]
+    np.testing.assert_allclose(a[only], b[only], rtol=1e-4, atol=1e-5)
 
 
 def test_handcrafted_is_deterministic_and_pool_matches_serial(handcrafted, data):
@@ -225,6 +253,8 @@ def test_groups_subset_and_errors(data):
         HandcraftedFeatures(groups=("colour",))
     with pytest.raises(FeatureError, match="glcm_levels"):
         HandcraftedFeatures(glcm_levels=1)
+    with pytest.raises(FeatureError, match="'asymmetry' group compares the lungs"):
+        HandcraftedFeatures(groups=("hessian", "asymmetry"))
     assert GROUPS[0] == "intensity"
 
 

@@ -70,7 +70,7 @@ def run(data, seg_model, tmp_path_factory):
 def test_config_defaults_are_the_best_offline_pipeline():
     config = TBConfig()
     assert config.features == ("handcrafted",)
-    assert config.classifier == "logreg"
+    assert config.classifier == "ensemble"
     assert config.image_size == 512
     assert (config.n_splits, config.n_repeats) == (5, 2)
     seg = config.seg_config()

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 _OK = "ok"
-_MARKERS = {"logreg": "o", "svm": "s", "gboost": "^", "mlp": "D"}
+_MARKERS = {"logreg": "o", "svm": "s", "gboost": "^", "mlp": "D", "ensemble": "P"}
 _COLORS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
 
 

@@ -32,7 +32,7 @@ __all__ = ["operating_point", "parse_names", "register"]
 
 _DEFAULTS = {
     "features": "handcrafted",
-    "classifier": "logreg",
+    "classifier": "ensemble",
     "image_size": 512,
     "seg_epochs": 15,
     "splits": 5,
@@ -42,7 +42,7 @@ _DEFAULTS = {
     "inner_splits": 5,
     "operating_point": "who",
 }
-_CLASSIFIERS = ("logreg", "svm", "gboost", "mlp")
+_CLASSIFIERS = ("ensemble", "logreg", "svm", "gboost", "mlp")
 _CALIBRATIONS = ("sigmoid", "isotonic", "none")
 
 
