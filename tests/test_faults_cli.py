@@ -193,7 +193,9 @@ def test_train_tb_small_set_names_the_users_splits(phantoms, seg_model, tmp_path
     assert main(argv) == 2
     err = _error(capsys)
     assert "2-fold cross-validation" in err and "n_splits=5" not in err
-    assert "logreg" in err
+    from cxrlib.tb.config import TBConfig
+
+    assert f"classifier {TBConfig().classifier!r}" in err  # the default, named
 
 
 def test_cross_validate_names_the_callers_folds_not_the_classifiers():

@@ -72,6 +72,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from cxrlib.tb.features.asymmetry import asymmetry_pairs
 from cxrlib.tb.features.base import (
     FeatureError,
     FeatureExtractor,
@@ -372,30 +373,6 @@ def _image_collector(image: np.ndarray, mask: np.ndarray, config: _Config) -> _C
         elif group == "asymmetry":
             _asymmetry(out)
     return out
-
-
-def asymmetry_pairs(names: Sequence[str]) -> list[tuple[int, int, str]]:
-    """The features measured on both sides: ``(right column, left column, asymmetry name)``.
-
-    Parameters
-    ----------
-    names : sequence of str
-        Feature names (:class:`HandcraftedFeatures` columns).
-
-    Returns
-    -------
-    list of (int, int, str)
-        For every ``..._right...`` name whose ``..._left...`` twin is present: both
-        positions and the ``asymmetry_...`` name of their absolute difference.
-    """
-    index = {name: i for i, name in enumerate(names)}
-    pairs = []
-    for i, name in enumerate(names):
-        if "_right" in name and not name.startswith("asymmetry_"):
-            other = index.get(name.replace("_right", "_left", 1))
-            if other is not None:
-                pairs.append((i, other, f"asymmetry_{name.replace('_right', '', 1)}"))
-    return pairs
 
 
 def _asymmetry(out: _Collector) -> None:
