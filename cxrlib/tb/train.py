@@ -237,7 +237,8 @@ def train_tb(
     run_dir : path
         Folder for the run's files (created).
     config : TBConfig, optional
-        Default ``TBConfig()``: hand-crafted features at 512 px + logistic regression.
+        Default ``TBConfig()``: hand-crafted features (with asymmetry) at 512 px + the
+        ``"ensemble"`` of logistic regression and gradient boosting.
     seg_model : path, optional
         A ``.keras`` segmentation model (or a ``cxrlib train-seg`` run folder),
         copied into the run. None: a model is trained on the radiographs with
