@@ -33,12 +33,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from keras_env import keras_environment  # noqa: E402
+from real_data import add_real_argument, usable  # noqa: E402
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="a train-seg run folder")
-    parser.add_argument("--real", default=os.environ.get("CXR_REAL_DIR"), help="real set")
+    add_real_argument(parser, run=True)
     parser.add_argument("--worst-share", type=float, default=0.05, help="(0.05)")
     return parser.parse_args(argv)
 
@@ -155,11 +155,7 @@ def run(run_dir: Path, real: Path, worst_share: float, work: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    if not args.real or not Path(args.real).is_dir():
-        print("set CXR_REAL_DIR or --real to the real development set", file=sys.stderr)
-        return 2
-    if not (args.run / "model.keras").is_file() or not (args.run / "split.csv").is_file():
-        print(f"{args.run} is not a finished cxrlib train-seg run folder", file=sys.stderr)
+    if not usable(args):
         return 2
     with tempfile.TemporaryDirectory(prefix="cxr-quality-") as tmp:
         return run(args.run, Path(args.real), args.worst_share, Path(tmp))

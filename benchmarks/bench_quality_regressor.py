@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from keras_env import cpu_description  # noqa: E402
+from real_data import add_real_argument, usable  # noqa: E402
 
 MEASURES = (
     "soft", "uncertain", "area", "prior_dice", "prior_ll", "zoom_agree", "removed", "added",
@@ -114,11 +115,10 @@ def measures(run_dir: Path, real: Path):
 def main(argv: list[str] | None = None) -> int:
     """Compute the measures, fit the regressors on validation, print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a train-seg run folder")
-    parser.add_argument("--real", type=Path, default=os.environ.get("CXR_REAL_DIR"))
+    add_real_argument(parser, run=True)
     args = parser.parse_args(argv)
-    if args.real is None or not Path(args.real).is_dir():
-        parser.error("the real development set is needed: --real DIR or CXR_REAL_DIR")
+    if not usable(args):
+        return 2
     import pandas as pd
     from scipy.stats import spearmanr
     from sklearn.ensemble import GradientBoostingRegressor

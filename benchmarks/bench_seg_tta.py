@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_quality_regressor import _zoom  # noqa: E402
 from keras_env import cpu_description  # noqa: E402
+from real_data import add_real_argument, usable  # noqa: E402
 
 ZOOMS = {"none": (1.0,), "3 zooms": (0.95, 1.0, 1.05), "5 zooms": (0.9, 0.95, 1.0, 1.05, 1.1)}
 
@@ -33,11 +34,10 @@ ZOOMS = {"none": (1.0,), "3 zooms": (0.95, 1.0, 1.05), "5 zooms": (0.9, 0.95, 1.
 def main(argv: list[str] | None = None) -> int:
     """Score the test split with and without zoom averaging; print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a train-seg run folder")
-    parser.add_argument("--real", type=Path, default=os.environ.get("CXR_REAL_DIR"))
+    add_real_argument(parser, run=True)
     args = parser.parse_args(argv)
-    if args.real is None or not Path(args.real).is_dir():
-        parser.error("the real development set is needed: --real DIR or CXR_REAL_DIR")
+    if not usable(args):
+        return 2
     import pandas as pd
 
     from cxrlib.data.datasets import scan_dataset

@@ -30,11 +30,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from keras_env import keras_environment  # noqa: E402
+from real_data import add_real_argument, usable  # noqa: E402
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--real", default=os.environ.get("CXR_REAL_DIR"), help="real set")
+    add_real_argument(parser)
     parser.add_argument("--n", type=int, default=400, help="phantoms to train on (400)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (30)")
     parser.add_argument("--seed", type=int, default=0, help="phantom and training seed (0)")
@@ -119,8 +120,7 @@ def run(real: Path, work: Path, n: int, epochs: int, seed: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    if not args.real or not Path(args.real).is_dir():
-        print("set CXR_REAL_DIR or --real to the real development set", file=sys.stderr)
+    if not usable(args):
         return 2
     if args.work:
         work = Path(args.work)

@@ -38,6 +38,8 @@ __all__ = [
     "PredictorSpec",
     "cached_predictor",
     "dask_client",
+    "gather_tasks",
+    "once_per_process",
     "run_shards",
     "segment_shard",
 ]
@@ -81,15 +83,23 @@ class PredictorSpec:
         )
 
 
-_PREDICTORS: dict[PredictorSpec, Any] = {}
+_LOADED: dict[Any, Any] = {}
+
+
+def once_per_process(key: Any, load: Callable[[], Any]) -> Any:
+    """``load()``'s result, made once per worker process for ``key`` (hashable).
+
+    One model per worker at a time: a new key drops the one loaded before.
+    """
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = load()
+    return _LOADED[key]
 
 
 def cached_predictor(spec: PredictorSpec) -> Any:
     """The predictor of ``spec``, loaded once per process."""
-    if spec not in _PREDICTORS:
-        _PREDICTORS.clear()  # one model per worker at a time
-        _PREDICTORS[spec] = spec.load()
-    return _PREDICTORS[spec]
+    return once_per_process(spec, spec.load)
 
 
 def segment_shard(
@@ -169,29 +179,43 @@ def run_shards(
 
     Ctrl-C (KeyboardInterrupt) cancels what has not started; what finished is recorded.
     """
-    from distributed import as_completed
-
-    tick = on_progress or (lambda _: None)
-    futures = [
-        client.submit(
-            segment_shard,
+    tasks = [
+        (
             spec,
             [str(path) for path in shard],
             {path.name: names[path.name] for path in shard},
             str(out_dir),
             options,
-            pure=False,
         )
         for shard in shards
     ]
-    rows: list[dict[str, Any]] = []
+    return gather_tasks(client, segment_shard, tasks, on_progress=on_progress)
+
+
+def gather_tasks(
+    client: Any,
+    function: Callable[..., tuple[list[Any], list[tuple[str, str]]]],
+    tasks: Sequence[tuple[Any, ...]],
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[list[Any], list[tuple[str, str]]]:
+    """Run ``function(*task)`` for every task on the cluster; gather rows and skips.
+
+    Each call returns ``(rows, skipped)``; progress ticks by their total length as each
+    task finishes. Ctrl-C (KeyboardInterrupt) or a failed task cancels what has not started.
+    """
+    from distributed import as_completed
+
+    tick = on_progress or (lambda _: None)
+    futures = [client.submit(function, *task, pure=False) for task in tasks]
+    rows: list[Any] = []
     skipped: list[tuple[str, str]] = []
     try:
         for future in as_completed(futures):
-            shard_rows, shard_skipped = future.result()
-            rows.extend(shard_rows)
-            skipped.extend(shard_skipped)
-            tick(len(shard_rows) + len(shard_skipped))
+            task_rows, task_skipped = future.result()
+            rows.extend(task_rows)
+            skipped.extend(task_skipped)
+            tick(len(task_rows) + len(task_skipped))
     except BaseException:
         client.cancel(futures)
         raise

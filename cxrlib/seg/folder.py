@@ -51,7 +51,7 @@ from cxrlib.seg.manifest import RECORD_COLUMNS, Manifest, SegmentJob
 from cxrlib.seg.outputs import lung_areas, overlay_image, overlay_indices
 from cxrlib.seg.pipeline import DICOM_SEG_DIR, OVERLAYS_DIR, SegmentOptions, segment_files
 from cxrlib.seg.quality import FLAG_BELOW, check_flag_below
-from cxrlib.seg.scheduling import choose_scheduler, local_workers
+from cxrlib.seg.scheduling import choose_scheduler, worker_threads
 
 __all__ = [
     "LUNGS_COLUMNS",
@@ -344,7 +344,7 @@ def _run_on_dask(
 ) -> tuple[float, list[tuple[str, str]]]:
     from cxrlib.seg.cluster import PredictorSpec, dask_client, run_shards
 
-    threads = local_workers(n_workers)[1] if where == "local" else None
+    threads = worker_threads(where, n_workers)
     spec = PredictorSpec(str(model_path), runtime, precision, threads, options.batch_size)
     per_shard = options.batch_size * _SHARD_BATCHES
     shards = [todo[i : i + per_shard] for i in range(0, len(todo), per_shard)]

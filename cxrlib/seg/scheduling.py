@@ -13,6 +13,7 @@ __all__ = [
     "LOCAL_CLUSTER_MIN_IMAGES",
     "choose_scheduler",
     "local_workers",
+    "worker_threads",
 ]
 
 LOCAL_CLUSTER_MIN_IMAGES = 256
@@ -63,3 +64,8 @@ def local_workers(n_workers: int | None = None, cores: int | None = None) -> tup
         raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
     workers = n_workers or max(1, cores // 2)
     return workers, max(1, cores // workers)
+
+
+def worker_threads(where: str, n_workers: int | None = None) -> int | None:
+    """Runtime threads per worker: shared out on a local cluster, the runtime's own elsewhere."""
+    return local_workers(n_workers)[1] if where == "local" else None

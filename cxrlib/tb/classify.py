@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from cxrlib.data.datasets import DatasetError, scan_dataset
 from cxrlib.runs import write_csv
-from cxrlib.seg.scheduling import choose_scheduler, local_workers
+from cxrlib.seg.scheduling import choose_scheduler, worker_threads
 from cxrlib.tb.inputs import CHUNK
 from cxrlib.tb.predictor import TBPredictor, load_predictor
 
@@ -171,9 +171,6 @@ def classify_paths(
     return rows, skipped
 
 
-_PREDICTORS: dict[tuple[str, str, int | None], TBPredictor] = {}
-
-
 def classify_shard(
     run_dir: str,
     runtime: str,
@@ -183,54 +180,36 @@ def classify_shard(
     point: tuple[str, float],
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
     """:func:`classify_paths` on a Dask worker, which loads the run once per process."""
-    key = (run_dir, runtime, threads)
-    if key not in _PREDICTORS:
-        _PREDICTORS.clear()  # one run per worker at a time
-        _PREDICTORS[key] = load_predictor(run_dir, runtime, threads=threads)
-    return classify_paths(_PREDICTORS[key], paths, images_dir, point, n_jobs=1)
+    from cxrlib.seg.cluster import once_per_process
+
+    predictor = once_per_process(
+        ("tb", run_dir, runtime, threads),
+        lambda: load_predictor(run_dir, runtime, threads=threads),
+    )
+    return classify_paths(predictor, paths, images_dir, point, n_jobs=1)
 
 
 def _on_dask(
     scheduler: str,
     n_workers: int | None,
     run_dir: Path,
-    runtime: str,
+    predictor: TBPredictor,
     chunks: list[list[str]],
     images_dir: Path,
     point: tuple[str, float],
     tick: Any,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    from distributed import as_completed
+    from cxrlib.seg.cluster import dask_client, gather_tasks
 
-    from cxrlib.seg.cluster import dask_client
+    if predictor.runtime != "keras":  # once here, not in every worker at the same time
+        from cxrlib.seg.runtime import export_model
 
-    threads = local_workers(n_workers)[1] if scheduler == "local" else None
-    rows: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
+        export_model(predictor.seg_source, predictor.runtime)
+    threads = worker_threads(scheduler, n_workers)
+    run = str(run_dir.resolve())
+    tasks = [(run, predictor.runtime, threads, c, str(images_dir), point) for c in chunks]
     with dask_client(scheduler, n_workers) as client:
-        futures = {
-            client.submit(
-                classify_shard,
-                str(run_dir.resolve()),
-                runtime,
-                threads,
-                chunk,
-                str(images_dir),
-                point,
-                pure=False,
-            ): len(chunk)
-            for chunk in chunks
-        }
-        try:
-            for future in as_completed(futures):
-                shard_rows, shard_skipped = future.result()
-                rows += shard_rows
-                skipped += shard_skipped
-                tick(futures[future])
-        except BaseException:
-            client.cancel(list(futures))
-            raise
-    return rows, skipped
+        return gather_tasks(client, classify_shard, tasks, on_progress=tick)
 
 
 def classify(
@@ -318,7 +297,7 @@ def classify(
                 where,
                 n_workers,
                 Path(run_dir),
-                predictor.runtime,
+                predictor,
                 chunks,
                 images_dir,
                 point,

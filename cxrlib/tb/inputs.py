@@ -22,6 +22,7 @@ from cxrlib.preprocess import equalize, resize_image
 from cxrlib.runs import read_json
 from cxrlib.seg.inference import load_segmentation_model, model_input_size, predict_masks
 from cxrlib.seg.postprocess import postprocess_mask
+from cxrlib.seg.runtime import MaskPredictor
 
 __all__ = [
     "BOOK_SEG_MODEL",
@@ -130,7 +131,7 @@ def predict_lung_masks(
     size = _square_size(size)
     if len(small_images) == 0:
         return np.zeros((0, *size), bool)
-    if _is_runtime_predictor(seg_model):
+    if isinstance(seg_model, MaskPredictor):
         batch = np.asarray(small_images, np.float32)
         probs = seg_model.predict(batch if batch.ndim == 4 else batch[..., None])[..., 0]
     else:
@@ -143,14 +144,9 @@ def predict_lung_masks(
     return masks
 
 
-def _is_runtime_predictor(model: Any) -> bool:
-    """Whether ``model`` is a :class:`cxrlib.seg.runtime.MaskPredictor` (not a Keras model)."""
-    return hasattr(model, "runtime") and hasattr(model, "input_size")
-
-
 def seg_input_size(seg_model: Any) -> tuple[int, int]:
     """``(H, W)`` input of a Keras segmentation model or of a runtime's predictor."""
-    if _is_runtime_predictor(seg_model):
+    if isinstance(seg_model, MaskPredictor):
         return tuple(seg_model.input_size)
     return model_input_size(seg_model)
 

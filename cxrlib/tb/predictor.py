@@ -52,6 +52,9 @@ class TBPredictor:
         read the network itself (``"encoder"``) always use Keras, loaded when first needed.
     threads : int, optional
         Intra-op threads of that runtime (not used by ``"keras"``); default all cores.
+
+    The segmentation model is loaded when first needed (:attr:`mask_model`,
+    :attr:`seg_model`); the runtime's name is checked at once.
     """
 
     def __init__(
@@ -69,21 +72,21 @@ class TBPredictor:
     ) -> None:
         self.classifier = classifier
         self.config = config
-        self._seg_source = seg_model
+        self.seg_source = seg_model
         self._keras_model: Any = None
-        if runtime == "keras":
-            self._keras_model = as_seg_model(seg_model)
-            self.mask_model: Any = self._keras_model
-        else:
+        self._mask_model: Any = None
+        self._threads = threads
+        if runtime != "keras":
             if not isinstance(seg_model, str | os.PathLike):
                 raise ValueError(
                     f"runtime {runtime!r} needs the segmentation model as a .keras path, "
                     f"got {type(seg_model).__name__}"
                 )
-            from cxrlib.seg.runtime import load_predictor as load_mask_predictor
+            from cxrlib.seg.runtime import resolve_runtime
 
-            self.mask_model = load_mask_predictor(seg_model, runtime, threads=threads)
-        self.runtime = getattr(self.mask_model, "runtime", "keras")
+            runtime = resolve_runtime(runtime, seg_model)
+        #: The concrete runtime of the lung masks (``"auto"`` resolved).
+        self.runtime = runtime
         self.n_features = int(n_features)
         self.feature_names = list(feature_names or [])
         self.seg_equalize = seg_equalize
@@ -126,8 +129,25 @@ class TBPredictor:
     def seg_model(self) -> Any:
         """The segmentation network as a Keras model (loaded on first use)."""
         if self._keras_model is None:
-            self._keras_model = as_seg_model(self._seg_source)
+            self._keras_model = as_seg_model(self.seg_source)
         return self._keras_model
+
+    @property
+    def mask_model(self) -> Any:
+        """What predicts the lung masks: :attr:`seg_model`, or the runtime's predictor.
+
+        Loaded on first use, so that a Dask client never loads what only its workers run.
+        """
+        if self._mask_model is None:
+            if self.runtime == "keras":
+                self._mask_model = self.seg_model
+            else:
+                from cxrlib.seg.runtime import load_predictor as load_mask_predictor
+
+                self._mask_model = load_mask_predictor(
+                    self.seg_source, self.runtime, threads=self._threads
+                )
+        return self._mask_model
 
     @property
     def image_size(self) -> int:
